@@ -1,0 +1,101 @@
+"""The controller's side of the agent channel: HTTPS with mutual TLS, fixed verbs."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from controller import reqid
+
+log = logging.getLogger(__name__)
+
+
+class AgentError(Exception):
+    """An agent refused or could not do a verb; message is for the operator."""
+
+    def __init__(self, host: str, message: str, status: int = 0, code: str = "agent_error") -> None:
+        super().__init__(f"host {host}: {message}")
+        self.host, self.status, self.code, self.detail = host, status, code, message
+
+
+class AgentClient:
+    """Calls the verbs of one host's agent."""
+
+    def __init__(self, host: dict[str, Any], session: requests.Session) -> None:
+        self.name = host["name"]
+        self.base = f"https://{host['address']}:{host['agent_port']}/v1"
+        self.session = session
+
+    def call(self, method: str, path: str, body: Any = None, timeout: float = 60.0) -> dict[str, Any]:
+        """Call one verb; raise AgentError with the agent's message on failure."""
+        try:
+            resp = self.session.request(
+                method, self.base + path, json=body, timeout=timeout, headers={reqid.HEADER: reqid.get()}
+            )
+        except requests.ConnectionError as exc:
+            raise AgentError(self.name, f"agent unreachable ({exc.__class__.__name__}); is it running?") from exc
+        except requests.Timeout as exc:
+            raise AgentError(self.name, f"agent did not answer within {timeout:.0f} s") from exc
+        try:
+            data = resp.json()
+        except ValueError:
+            data = {}
+        if resp.status_code >= 400:
+            err = data.get("error", {}) if isinstance(data, dict) else {}
+            raise AgentError(
+                self.name, err.get("message") or f"HTTP {resp.status_code}", resp.status_code, err.get("code", "")
+            )
+        return data if isinstance(data, dict) else {}
+
+    # The verbs, one method each.
+    def facts(self) -> dict[str, Any]:
+        """Return host facts."""
+        return self.call("GET", "/facts")
+
+    def ensure_image(self, sha256: str, size: int, url: str) -> dict[str, Any]:
+        """Make sure the base image is cached in the host's pool (fetches it when not)."""
+        return self.call("POST", "/images/ensure", {"sha256": sha256, "size": size, "url": url}, timeout=900)
+
+    def create_vm(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Create disks and seed, define and start a VM (idempotent by UUID)."""
+        return self.call("POST", "/vms", spec, timeout=300)
+
+    def vm(self, uuid: str) -> dict[str, Any]:
+        """Return a domain's state and XML."""
+        return self.call("GET", f"/vms/{uuid}")
+
+    def vm_action(self, uuid: str, action: str) -> dict[str, Any]:
+        """Run start, shutdown, poweroff or reboot."""
+        return self.call("POST", f"/vms/{uuid}/{action}")
+
+    def destroy_vm(self, uuid: str) -> dict[str, Any]:
+        """Force off, undefine and delete the disks of a VM (idempotent)."""
+        return self.call("DELETE", f"/vms/{uuid}", timeout=120)
+
+    def guest_info(self, uuid: str) -> dict[str, Any]:
+        """Ask qemu-guest-agent for hostname and addresses."""
+        return self.call("GET", f"/vms/{uuid}/guest", timeout=30)
+
+
+class AgentPool:
+    """Hands out clients that share one TLS session per host."""
+
+    def __init__(self, ca: Path, cert: Path, key: Path) -> None:
+        self.ca, self.cert, self.key = ca, cert, key
+        self._sessions: dict[str, requests.Session] = {}
+        self._lock = threading.Lock()
+
+    def client(self, host: dict[str, Any]) -> AgentClient:
+        """Return a client for a host row."""
+        with self._lock:
+            session = self._sessions.get(host["id"])
+            if session is None:
+                session = requests.Session()
+                session.verify = str(self.ca)
+                session.cert = (str(self.cert), str(self.key))
+                self._sessions[host["id"]] = session
+        return AgentClient(host, session)

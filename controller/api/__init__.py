@@ -1,0 +1,64 @@
+"""The REST API under /api/v1: authentication, errors, and one blueprint per area."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Flask, g, jsonify, request, session
+from werkzeug.exceptions import HTTPException
+
+from controller import auth, reqid
+from controller.api.common import core
+from controller.errors import ApiError, Unauthorized
+
+# Endpoints reachable without a user: logging in and enrolling a host (token-authenticated).
+PUBLIC_ENDPOINTS = {"api_auth.create_token", "api_hosts.join", "api_hosts.ca_certificate"}
+
+
+def error_response(status: int, code: str, message: str) -> Any:
+    """Return the API's error document."""
+    resp = jsonify({"error": {"code": code, "message": message, "request_id": reqid.get()}})
+    resp.status_code = status
+    return resp
+
+
+def authenticate() -> None:
+    """Find the user from a bearer token or the UI session; 401 when there is none."""
+    if (request.endpoint or "").removeprefix("api.") in PUBLIC_ENDPOINTS:
+        return
+    header = request.headers.get("Authorization", "")
+    c = core()
+    if header.startswith("Bearer "):
+        found = auth.user_for_token(c.db, header[7:].strip())
+        if found is None:
+            raise Unauthorized("invalid API token")
+        g.user, g.via = found, "token"
+        return
+    if session.get("user_id"):
+        found = c.db.one("SELECT * FROM users WHERE id = ?", [session["user_id"]])
+        if found is not None:
+            g.user, g.via = found, "session"
+            return
+    raise Unauthorized("authentication required: send 'Authorization: Bearer <token>' or log in")
+
+
+def register(app: Flask) -> None:
+    """Mount every API blueprint with authentication and JSON errors."""
+    from controller.api import catalog, hosts, tasks, tokens, vms
+
+    api = Blueprint("api", __name__, url_prefix="/api/v1")
+    for bp in (tokens.bp, hosts.bp, vms.bp, catalog.bp, tasks.bp):
+        bp.before_request(authenticate)
+        api.register_blueprint(bp)
+    app.register_blueprint(api)
+
+    @app.errorhandler(ApiError)
+    def api_error(exc: ApiError) -> Any:
+        return error_response(exc.status, exc.code, exc.message)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Any:
+        if request.path.startswith("/api/"):
+            return error_response(exc.code or 500, (exc.name or "error").lower().replace(" ", "_"),
+                                  exc.description or "")
+        return exc

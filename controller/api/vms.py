@@ -1,0 +1,59 @@
+"""VMs: list, create, detail, lifecycle actions, destroy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, jsonify
+
+from controller.api.common import body, core, user
+from controller.ops import vms
+
+bp = Blueprint("api_vms", __name__)
+
+
+@bp.get("/vms")
+def list_vms() -> Any:
+    """List the VMs the caller may see (admins see all)."""
+    c, u = core(), user()
+    if u["role"] == "admin":
+        rows = c.db.all("SELECT * FROM vms ORDER BY name")
+    else:
+        rows = c.db.all("SELECT * FROM vms WHERE owner_id = ? ORDER BY name", [u["id"]])
+    return jsonify({"vms": [vms.detail(c, r) for r in rows]})
+
+
+@bp.post("/vms")
+def create_vm() -> Any:
+    """Create a VM from an image, a flavor and networks; answers 202 with the task."""
+    return jsonify({"task": vms.create(core(), body(), user())}), 202
+
+
+@bp.get("/vms/<ref>")
+def get_vm(ref: str) -> Any:
+    """Show a VM: state, host, addresses, disks."""
+    c = core()
+    return jsonify({"vm": vms.detail(c, vms.find_vm(c, ref, user()))})
+
+
+@bp.delete("/vms/<ref>")
+def destroy_vm(ref: str) -> Any:
+    """Destroy a VM: domain, overlay and seed deleted, addresses released."""
+    c = core()
+    return jsonify({"task": vms.destroy(c, vms.find_vm(c, ref, user()), user())}), 202
+
+
+@bp.post("/vms/<ref>/<action>")
+def vm_action(ref: str, action: str) -> Any:
+    """Start, shut down (ACPI, with 'timeout'), power off or reboot a VM."""
+    c = core()
+    vm = vms.find_vm(c, ref, user())
+    return jsonify({"task": vms.lifecycle(c, vm, action, user(), body())}), 202
+
+
+@bp.get("/vms/<ref>/guest")
+def guest_info(ref: str) -> Any:
+    """Ask the guest agent for the VM's hostname and addresses."""
+    c = core()
+    vm = vms.find_vm(c, ref, user())
+    return jsonify({"guest": c.agent(vm["host_id"]).guest_info(vm["id"])})

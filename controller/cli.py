@@ -1,0 +1,49 @@
+"""`labcloud-controller`: serve, and small admin chores."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+
+from controller import auth, reqid
+from controller.config import Config
+from controller.db import Database
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a labcloud-controller command."""
+    parser = argparse.ArgumentParser(prog="labcloud-controller", description="labcloud's control plane")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("serve", help="run the API, UI, agent channel and periodic jobs (settings: LABCLOUD_* env)")
+    user = sub.add_parser("create-user", help="add a user (asks for the password)")
+    user.add_argument("username")
+    user.add_argument("--role", choices=["admin", "member"], default="member")
+    token = sub.add_parser("create-token", help="print a new API token for a user")
+    token.add_argument("username")
+    token.add_argument("--name", default="cli")
+    args = parser.parse_args(argv)
+    config = Config.from_env()
+    reqid.setup_logging(name="controller")
+    if args.cmd == "serve":
+        from controller.server import serve
+
+        serve(config)
+        return 0
+    db = Database(config.db_path)
+    db.migrate()
+    if args.cmd == "create-user":
+        password = getpass.getpass(f"password for {args.username}: ")
+        auth.create_user(db, args.username, password, args.role)
+        print(f"created {args.role} {args.username}")
+    elif args.cmd == "create-token":
+        row = db.one("SELECT id FROM users WHERE username = ?", [args.username])
+        if row is None:
+            print(f"no user {args.username!r}", file=sys.stderr)
+            return 2
+        print(auth.issue_token(db, row["id"], args.name))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

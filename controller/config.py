@@ -1,0 +1,67 @@
+"""Controller settings: one dataclass, read from the environment or given by tests."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Config:
+    """Everything the controller needs to know at start-up."""
+
+    data_dir: Path = Path("/var/lib/labcloud")
+    listen: str = "127.0.0.1"                    # public API + UI
+    port: int = 8470
+    agent_listen: str = "127.0.0.1"              # agent channel (mutual TLS)
+    agent_port: int = 8471
+    server_names: list[str] = field(default_factory=lambda: ["127.0.0.1", "localhost"])
+    admin_password: str | None = None           # else generated and printed once
+    host_down_after_s: float = 20.0
+    sync_interval_s: float = 5.0
+    task_workers: int = 8
+    join_token_ttl_s: int = 3600
+    lab_mode: bool = False
+
+    @property
+    def db_path(self) -> Path:
+        """Return the SQLite file's path."""
+        return self.data_dir / "inventory.db"
+
+    @property
+    def pki_dir(self) -> Path:
+        """Return the directory of the CA and the controller's certificates."""
+        return self.data_dir / "pki"
+
+    @property
+    def image_dir(self) -> Path:
+        """Return the directory of imported base images."""
+        return self.data_dir / "images"
+
+    @property
+    def public_url(self) -> str:
+        """Return the base URL of the API and UI."""
+        return f"https://{self.server_names[0]}:{self.port}"
+
+    @property
+    def agent_url(self) -> str:
+        """Return the base URL agents use for the mutually authenticated channel."""
+        return f"https://{self.agent_listen}:{self.agent_port}"
+
+    @classmethod
+    def from_env(cls) -> Config:
+        """Build settings from LABCLOUD_* environment variables."""
+        cfg = cls()
+        env = os.environ
+        if "LABCLOUD_DATA_DIR" in env:
+            cfg.data_dir = Path(env["LABCLOUD_DATA_DIR"])
+        cfg.listen = env.get("LABCLOUD_LISTEN", cfg.listen)
+        cfg.port = int(env.get("LABCLOUD_PORT", cfg.port))
+        cfg.agent_listen = env.get("LABCLOUD_AGENT_LISTEN", cfg.agent_listen)
+        cfg.agent_port = int(env.get("LABCLOUD_AGENT_PORT", cfg.agent_port))
+        if "LABCLOUD_SERVER_NAMES" in env:
+            cfg.server_names = [n for n in env["LABCLOUD_SERVER_NAMES"].split(",") if n]
+        cfg.admin_password = env.get("LABCLOUD_ADMIN_PASSWORD") or None
+        cfg.lab_mode = env.get("LABCLOUD_LAB_MODE", "") == "1"
+        return cfg

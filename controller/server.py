@@ -1,0 +1,82 @@
+"""Runs the controller: the public HTTPS server, the agent channel and periodic jobs."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import ssl
+import threading
+from types import FrameType
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from cheroot import wsgi
+from cheroot.ssl.builtin import BuiltinSSLAdapter
+
+from controller.agentapi import create_agent_app
+from controller.app import create_app
+from controller.config import Config
+from controller.core import Core
+from controller.hosts import mark_silent_hosts_down
+from controller.pki import fingerprint
+
+log = logging.getLogger(__name__)
+
+
+def tls_adapter(cert: str, key: str, client_ca: str | None = None) -> BuiltinSSLAdapter:
+    """Return a TLS adapter; with client_ca, clients must present a certificate it signed."""
+    adapter = BuiltinSSLAdapter(cert, key)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    if client_ca:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(client_ca)
+    adapter.context = ctx
+    return adapter
+
+
+def serve(config: Config) -> None:
+    """Start everything and block until SIGTERM or SIGINT."""
+    core = Core.start(config)
+    pki = config.pki_dir
+    names = sorted({*config.server_names, config.listen, config.agent_listen} - {"0.0.0.0", "::"})  # noqa: S104
+    cert, key = core.ca.ensure_pair(pki, "server", names[0], names, server=True, client=False)
+    public = wsgi.Server((config.listen, config.port), create_app(config, core), numthreads=16,
+                         server_name="labcloud")
+    public.ssl_adapter = tls_adapter(str(cert), str(key))
+    channel = wsgi.Server((config.agent_listen, config.agent_port), create_agent_app(core), numthreads=16,
+                          server_name="labcloud-agent-channel")
+    channel.ssl_adapter = tls_adapter(str(cert), str(key), client_ca=str(pki / "ca.pem"))
+
+    jobs = BackgroundScheduler(daemon=True)
+    jobs.add_job(mark_silent_hosts_down, "interval", args=[core], seconds=config.sync_interval_s,
+                 id="hosts-down", max_instances=1, coalesce=True)
+    jobs.start()
+
+    if core.generated_admin_password:
+        print(f"labcloud: created user 'admin' with password {core.generated_admin_password}"
+              " (shown once; change it or set LABCLOUD_ADMIN_PASSWORD)", flush=True)
+    print(f"labcloud: API and UI on {config.public_url} (CA fingerprint sha256 {fingerprint(core.ca.cert)})",
+          flush=True)
+    print(f"labcloud: agent channel (mutual TLS) on {config.agent_url}", flush=True)
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    public.prepare()
+    channel.prepare()
+    threads = [threading.Thread(target=s.serve, name=n, daemon=True)
+               for s, n in ((public, "public"), (channel, "channel"))]
+    for t in threads:
+        t.start()
+    print("labcloud: ready", flush=True)
+    stop.wait()
+    jobs.shutdown(wait=False)
+    public.stop()
+    channel.stop()
+    core.close()

@@ -1,0 +1,126 @@
+"""The agent's fixed verbs over HTTPS; only the controller's certificate may call them."""
+
+from __future__ import annotations
+
+import logging
+import platform
+from collections.abc import Iterator
+from typing import Any
+
+import libvirt
+import requests
+from flask import Flask, jsonify, request
+
+from controller import reqid
+from controller.pki import CONTROLLER_CLIENT_CN
+from hostagent.config import AgentConfig
+from hostagent.errors import VerbError
+from hostagent.hypervisor import Hypervisor
+from hostagent.storage import CHUNK, Storage
+from hostagent.vms import Vms
+
+log = logging.getLogger(__name__)
+
+
+class Agent:
+    """Everything a verb needs: settings, libvirt, storage, VMs and the controller session."""
+
+    def __init__(self, config: AgentConfig, hv: Hypervisor | None = None) -> None:
+        self.config = config
+        self.hv = hv or Hypervisor(config.libvirt_uri)
+        self.storage = Storage(self.hv, config.pool_name, config.pool_path)
+        self.vms = Vms(self.hv, self.storage, config.virt_type)
+        self.session = requests.Session()
+        self.session.verify = str(config.ca_path)
+        self.session.cert = (str(config.cert_path), str(config.key_path))
+
+    def facts(self) -> dict[str, Any]:
+        """Return this host's capacity and versions."""
+        conn = self.hv.conn
+        _model, memory_mib, cpus, *_rest = conn.getInfo()
+        capacity, available = self.storage.space()
+        return {
+            "host_id": self.config.host_id, "name": self.config.name, "vcpus": int(cpus),
+            "memory_mib": int(memory_mib), "pool_capacity_bytes": capacity, "pool_free_bytes": available,
+            "libvirt_version": _version(conn.getLibVersion()), "hypervisor_version": _version(conn.getVersion()),
+            "virt_type": self.config.virt_type, "hostname": platform.node(),
+        }
+
+    def fetch(self, url: str) -> Iterator[bytes]:
+        """Stream a file from the controller's agent channel (mutual TLS)."""
+        if not url.startswith(self.config.agent_channel_url + "/"):
+            raise VerbError("images are only fetched from the controller's agent channel", 400, "bad_url")
+        resp = self.session.get(url, stream=True, timeout=60, headers={reqid.HEADER: reqid.get()})
+        if resp.status_code != 200:
+            raise VerbError(f"controller answered {resp.status_code} for {url}", 502, "fetch_failed")
+        yield from resp.iter_content(CHUNK)
+
+
+def _version(number: int) -> str:
+    return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
+
+
+def create_agent_app(agent: Agent) -> Flask:
+    """Build the verb app."""
+    app = Flask("labcloud-agent")
+
+    @app.before_request
+    def check_caller() -> Any:
+        reqid.set(reqid.accept(request.headers.get(reqid.HEADER)))
+        # cheroot verified the chain against our CA; only the controller's identity may call.
+        if request.environ.get("SSL_CLIENT_S_DN_CN") != CONTROLLER_CLIENT_CN:
+            return jsonify({"error": {"code": "forbidden", "message": "only the controller may call the agent"}}), 403
+        return None
+
+    @app.errorhandler(VerbError)
+    def verb_error(exc: VerbError) -> Any:
+        log.warning("verb failed: %s", exc.message)
+        return jsonify({"error": {"code": exc.code, "message": exc.message, "request_id": reqid.get()}}), exc.status
+
+    @app.errorhandler(libvirt.libvirtError)
+    def libvirt_error(exc: libvirt.libvirtError) -> Any:
+        log.warning("libvirt: %s", exc)
+        return jsonify({"error": {"code": "libvirt", "message": str(exc), "request_id": reqid.get()}}), 500
+
+    def body() -> dict[str, Any]:
+        data = request.get_json(silent=True)
+        if not isinstance(data, dict):
+            raise VerbError("a JSON object body is required", 400, "bad_request")
+        return data
+
+    @app.get("/v1/facts")
+    def facts() -> Any:
+        return jsonify(agent.facts())
+
+    @app.post("/v1/images/ensure")
+    def ensure_image() -> Any:
+        data = body()
+        sha, size, url = str(data["sha256"]), int(data["size"]), str(data["url"])
+        path, fetched = agent.storage.ensure_image(sha, size, agent.fetch(url))
+        return jsonify({"path": path, "fetched": fetched})
+
+    @app.get("/v1/vms")
+    def list_vms() -> Any:
+        return jsonify({"domains": agent.vms.list()})
+
+    @app.post("/v1/vms")
+    def create_vm() -> Any:
+        return jsonify(agent.vms.create(body()))
+
+    @app.get("/v1/vms/<uuid>")
+    def get_vm(uuid: str) -> Any:
+        return jsonify(agent.vms.get(uuid))
+
+    @app.post("/v1/vms/<uuid>/<action>")
+    def vm_action(uuid: str, action: str) -> Any:
+        return jsonify(agent.vms.action(uuid, action))
+
+    @app.delete("/v1/vms/<uuid>")
+    def destroy_vm(uuid: str) -> Any:
+        return jsonify(agent.vms.destroy(uuid))
+
+    @app.get("/v1/vms/<uuid>/guest")
+    def guest(uuid: str) -> Any:
+        return jsonify(agent.vms.guest_info(uuid))
+
+    return app

@@ -1,0 +1,67 @@
+"""Runs the agent: the verb server (mutual TLS) and the heartbeat to the controller."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+import requests
+from cheroot import wsgi
+
+from controller import reqid
+from controller.server import tls_adapter
+from hostagent.app import Agent, create_agent_app
+from hostagent.config import AgentConfig
+from hostagent.hypervisor import start_event_loop
+
+log = logging.getLogger(__name__)
+
+
+def heartbeat_loop(agent: Agent, stop: threading.Event) -> None:
+    """Report facts and domain states to the controller until stopped."""
+    url = agent.config.agent_channel_url + "/agent/v1/heartbeat"
+    failures = 0
+    while not stop.is_set():
+        reqid.set(reqid.new())
+        try:
+            payload = {"facts": agent.facts(), "domains": agent.vms.list()}
+            resp = agent.session.post(url, json=payload, timeout=10, headers={reqid.HEADER: reqid.get()})
+            resp.raise_for_status()
+            if failures:
+                log.info("heartbeat delivered again after %d failure(s)", failures)
+            failures = 0
+        except (requests.RequestException, OSError, Exception) as exc:  # keep beating whatever fails
+            failures += 1
+            if failures in (1, 10) or failures % 100 == 0:
+                log.warning("heartbeat failed (%d in a row): %s", failures, exc)
+        stop.wait(agent.config.heartbeat_interval_s)
+
+
+def serve(config: AgentConfig) -> None:
+    """Start the verb server and the heartbeat; block until SIGTERM or SIGINT."""
+    start_event_loop()
+    agent = Agent(config)
+    agent.storage.pool  # noqa: B018 - define and start the pool before the first verb
+    server = wsgi.Server((config.address, config.port), create_agent_app(agent), numthreads=8,
+                         server_name="labcloud-agent")
+    server.ssl_adapter = tls_adapter(str(config.cert_path), str(config.key_path), client_ca=str(config.ca_path))
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.prepare()
+    threading.Thread(target=server.serve, name="verbs", daemon=True).start()
+    beat = threading.Thread(target=heartbeat_loop, args=(agent, stop), name="heartbeat", daemon=True)
+    beat.start()
+    log.info("agent %s serving on https://%s:%d (virt_type=%s)", config.name, config.address, config.port,
+             config.virt_type)
+    print("labcloud-agent: ready", flush=True)
+    stop.wait()
+    server.stop()
+    agent.hv.close()
