@@ -95,6 +95,8 @@ class AgentPool:
             session = self._sessions.get(host["id"])
             if session is None:
                 session = requests.Session()
+                # Trust only labcloud's CA: requests lets REQUESTS_CA_BUNDLE override session.verify.
+                session.trust_env = False
                 session.verify = str(self.ca)
                 session.cert = (str(self.cert), str(self.key))
                 self._sessions[host["id"]] = session

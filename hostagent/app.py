@@ -31,6 +31,8 @@ class Agent:
         self.storage = Storage(self.hv, config.pool_name, config.pool_path)
         self.vms = Vms(self.hv, self.storage, config.virt_type)
         self.session = requests.Session()
+        # Trust only labcloud's CA: requests lets REQUESTS_CA_BUNDLE override session.verify.
+        self.session.trust_env = False
         self.session.verify = str(config.ca_path)
         self.session.cert = (str(config.cert_path), str(config.key_path))
 
