@@ -41,12 +41,14 @@ def create_app(config: Config | None = None, core: Core | None = None) -> Flask:
         JSON_SORT_KEYS=False,
     )
     app.extensions["labcloud"] = core
-    csrf.init_app(app)
 
     @app.before_request
     def bind_request_id() -> None:
         reqid.set(reqid.accept(request.headers.get(reqid.HEADER)))
         g.user = None
+
+    # After bind_request_id: CSRF refusals must carry this request's id.
+    csrf.init_app(app)
 
     api.register(app)
     web.register(app)
@@ -64,7 +66,7 @@ def create_app(config: Config | None = None, core: Core | None = None) -> Flask:
 
     @app.errorhandler(CSRFError)
     def csrf_error(exc: CSRFError) -> Any:
-        return api.error_response(400, "csrf", f"{exc.description}; reload the page and try again")
+        return api.error_response(400, "csrf", f"{exc.description.rstrip('.')}; reload the page and try again")
 
     @app.after_request
     def headers(resp: Any) -> Any:

@@ -9,6 +9,7 @@ import sys
 from controller import auth, reqid
 from controller.config import Config
 from controller.db import Database
+from controller.errors import ApiError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,11 +31,16 @@ def main(argv: list[str] | None = None) -> int:
 
         serve(config)
         return 0
+    config.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(config.db_path)
     db.migrate()
     if args.cmd == "create-user":
         password = getpass.getpass(f"password for {args.username}: ")
-        auth.create_user(db, args.username, password, args.role)
+        try:
+            auth.create_user(db, args.username, password, args.role)
+        except ApiError as exc:
+            print(f"labcloud-controller: {exc.message}", file=sys.stderr)
+            return 1
         print(f"created {args.role} {args.username}")
     elif args.cmd == "create-token":
         row = db.one("SELECT id FROM users WHERE username = ?", [args.username])

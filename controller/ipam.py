@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import sqlite3
 from typing import Any
 
 from controller.db import Database, now
 from controller.errors import BadRequest, Conflict, NotFound
+
+BRIDGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,14}$")  # Linux IFNAMSIZ - 1
 
 
 def validate_network(body: dict[str, Any]) -> dict[str, Any]:
@@ -30,6 +33,13 @@ def validate_network(body: dict[str, Any]) -> dict[str, Any]:
             raise BadRequest(f"{label} {addr} is outside {net}; choose an address inside the CIDR")
     if int(start) > int(end):
         raise BadRequest(f"range start {start} comes after range end {end}")
+    if not BRIDGE_RE.match(str(body["bridge"])):
+        raise BadRequest(
+            f"bridge {body['bridge']!r} is not a Linux interface name (1-15 letters, digits, '.', '_', '-')"
+        )
+    vlan_id = body.get("vlan_id")
+    if vlan_id is not None and (not isinstance(vlan_id, int) or isinstance(vlan_id, bool) or not 1 <= vlan_id <= 4094):
+        raise BadRequest(f"vlan_id {vlan_id!r} must be an integer from 1 to 4094")
     dns = body.get("dns") or []
     if not isinstance(dns, list):
         raise BadRequest("'dns' must be a list of addresses")
@@ -74,6 +84,8 @@ def allocate(db: Database, network: dict[str, Any], vm_id: str, requested: str |
     taken = {r["address"] for r in db.all("SELECT address FROM ip_allocations WHERE network_id = ?", [network["id"]])}
     if network.get("gateway"):
         taken.add(network["gateway"])
+    if net.num_addresses > 2:  # /31 and /32 have no network or broadcast address to skip
+        taken |= {str(net.network_address), str(net.broadcast_address)}
     if requested is not None:
         addr = _address(requested, "ip")
         if addr not in net:

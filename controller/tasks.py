@@ -10,6 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from controller import reqid
+from controller.agentclient import AgentError
 from controller.db import Database, now
 from controller.errors import ApiError, NotFound
 
@@ -90,7 +91,7 @@ class TaskRunner:
             result = fn(TaskContext(self.db, task_id))
         except Exception as exc:
             message = exc.message if isinstance(exc, ApiError) else str(exc)
-            if not isinstance(exc, (TaskFailed, ApiError)):
+            if not isinstance(exc, (TaskFailed, ApiError, AgentError)):
                 log.exception("task %s crashed", task_id)
                 message = f"internal error: {exc}"
             log.warning("task %s failed: %s", task_id, message)

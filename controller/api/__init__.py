@@ -8,6 +8,7 @@ from flask import Blueprint, Flask, g, jsonify, request, session
 from werkzeug.exceptions import HTTPException
 
 from controller import auth, reqid
+from controller.agentclient import AgentError
 from controller.api.common import core
 from controller.errors import ApiError, Unauthorized
 
@@ -47,14 +48,18 @@ def register(app: Flask) -> None:
     from controller.api import catalog, hosts, tasks, tokens, vms
 
     api = Blueprint("api", __name__, url_prefix="/api/v1")
+    api.before_request(authenticate)  # a new parent per app: runs before every nested blueprint's views
     for bp in (tokens.bp, hosts.bp, vms.bp, catalog.bp, tasks.bp):
-        bp.before_request(authenticate)
         api.register_blueprint(bp)
     app.register_blueprint(api)
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError) -> Any:
         return error_response(exc.status, exc.code, exc.message)
+
+    @app.errorhandler(AgentError)
+    def agent_error(exc: AgentError) -> Any:
+        return error_response(502, exc.code or "agent_error", str(exc))
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:

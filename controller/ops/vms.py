@@ -119,12 +119,15 @@ def create(core: Core, body: dict[str, Any], user: dict[str, Any]) -> dict[str, 
         "user_data": body.get("user_data"), "vm_id": vm_id, "owner": user["username"],
     }
 
+    sent = {"create": False}  # whether the host may hold a domain or disks of this VM
+
     def run(ctx: TaskContext) -> dict[str, Any]:
         agent = core.agent(host["id"])
         ctx.progress(10, f"caching image {image['name']} on {host['name']}")
         image_url = f"{core.config.agent_url}/agent/v1/images/{image['sha256']}"
         agent.ensure_image(image["sha256"], image["size_bytes"], image_url)
         ctx.progress(60, f"creating disks, seed and domain on {host['name']}")
+        sent["create"] = True
         out = agent.create_vm(spec)
         with db.write() as w2:
             w2.execute("UPDATE vms SET state = ?, domain_xml = ?, updated_at = ? WHERE id = ?",
@@ -133,12 +136,20 @@ def create(core: Core, body: dict[str, Any], user: dict[str, Any]) -> dict[str, 
         return {"vm_id": vm_id, "host": host["name"], "addresses": [n["addresses"][0] for n in nics]}
 
     def rollback() -> None:
-        try:
-            core.agent(host["id"]).destroy_vm(vm_id)
-        finally:
-            with db.write() as w3:
-                w3.execute("DELETE FROM vms WHERE id = ?", [vm_id])  # cascades to NICs and addresses
-            events.record(db, "vm.create", "vm", vm_id, "failed", "rolled back", user["username"])
+        if sent["create"]:
+            try:
+                core.agent(host["id"]).destroy_vm(vm_id)
+            except Exception as exc:
+                # The host may still run the domain: keep the VM and its addresses held, so
+                # no other VM gets them, until an operator destroys it.
+                with db.write() as w4:
+                    w4.execute("UPDATE vms SET state = 'error', updated_at = ? WHERE id = ?", [now(), vm_id])
+                events.record(db, "vm.create", "vm", vm_id, "failed", f"cleanup on host failed: {exc}",
+                              user["username"])
+                raise
+        with db.write() as w3:
+            w3.execute("DELETE FROM vms WHERE id = ?", [vm_id])  # cascades to NICs and addresses
+        events.record(db, "vm.create", "vm", vm_id, "failed", "rolled back", user["username"])
 
     core.tasks.submit(task_id, run, on_failure=rollback)
     return core.tasks.get(task_id)
