@@ -1,0 +1,253 @@
+"""A whole labcloud on one machine: the lab's hosts, a controller and one joined agent per host.
+
+Used by the demo (`python -m lab.cloud`) and by the end-to-end tests, so both
+exercise the same real components: libvirtd + QEMU per host, HTTPS with mutual
+TLS between controller and agents, the cached Debian guest image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from lab import Lab, LabHost
+from lab.image import ensure_guest_image
+
+VENV_BIN = Path(sys.executable).parent
+DEFAULT_DATA = Path("/var/lib/labcloud-demo")
+AGENT_PORT = 8472
+
+
+class CloudError(RuntimeError):
+    """The lab cloud could not be brought up; the message says where it stopped."""
+
+
+@dataclass
+class Api:
+    """A tiny API client for tests and the demo (verifies the controller's CA)."""
+
+    url: str
+    ca: Path
+    token: str = ""
+    session: requests.Session = field(default_factory=requests.Session)
+
+    def call(self, method: str, path: str, body: Any = None, expect: int | None = None) -> Any:
+        """Call the API; with expect, raise unless the status matches."""
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        resp = self.session.request(method, self.url + "/api/v1" + path, json=body, headers=headers,
+                                    verify=str(self.ca), timeout=60)
+        if expect is not None and resp.status_code != expect:
+            raise CloudError(f"{method} {path}: HTTP {resp.status_code}: {resp.text[:500]}")
+        return resp
+
+    def wait_task(self, task_id: str, timeout: float = 300) -> dict[str, Any]:
+        """Poll a task until it ends; return it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            task: dict[str, Any] = self.call("GET", f"/tasks/{task_id}", expect=200).json()["task"]
+            if task["state"] in ("succeeded", "failed"):
+                return task
+            time.sleep(0.5)
+        raise CloudError(f"task {task_id} did not end within {timeout:.0f} s")
+
+
+class LabCloud:
+    """Brings up and tears down the lab, the controller and the agents."""
+
+    def __init__(self, n_hosts: int = 2, data_dir: Path = DEFAULT_DATA, lab: Lab | None = None,
+                 admin_password: str | None = None, log_dir: Path | None = None) -> None:
+        self.n_hosts = n_hosts
+        self.data_dir = data_dir
+        self.lab = lab or Lab()
+        self.admin_password = admin_password or os.environ.get("LABCLOUD_ADMIN_PASSWORD") or _password()
+        self.log_dir = log_dir or data_dir / "logs"
+        self.controller: subprocess.Popen[bytes] | None = None
+        self.agents: dict[str, subprocess.Popen[bytes]] = {}
+        self.api: Api | None = None
+
+    @property
+    def url(self) -> str:
+        """Return the controller's public URL."""
+        return f"https://{self.lab.switch_address}:8470"
+
+    def start(self, image: bool = True) -> Api:
+        """Bring everything up; return an admin API client."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        image_path = ensure_guest_image() if image else None
+        self.lab.up(n_hosts=self.n_hosts)
+        self.start_controller()
+        api = self.api
+        assert api is not None
+        for host in self.lab.hosts:
+            self.join(host)
+            self.start_agent(host)
+        self.wait_hosts_up()
+        if image_path is not None:
+            self.seed_catalog(image_path)
+        return api
+
+    def start_controller(self) -> None:
+        """Start the controller process and log in as admin."""
+        env = dict(os.environ, LABCLOUD_DATA_DIR=str(self.data_dir), LABCLOUD_LISTEN=self.lab.switch_address,
+                   LABCLOUD_AGENT_LISTEN=self.lab.switch_address, LABCLOUD_SERVER_NAMES=self.lab.switch_address,
+                   LABCLOUD_ADMIN_PASSWORD=self.admin_password, LABCLOUD_LAB_MODE="1")
+        log = (self.log_dir / "controller.log").open("ab")
+        self.controller = subprocess.Popen([str(VENV_BIN / "labcloud-controller"), "serve"], env=env,
+                                           stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.api = Api(self.url, self.data_dir / "pki" / "ca.pem")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.controller.poll() is not None:
+                raise CloudError(f"the controller exited ({self.controller.returncode}); see {log.name}")
+            if self.api.ca.exists():
+                try:
+                    resp = self.api.call("POST", "/tokens", {"username": "admin", "password": self.admin_password})
+                    if resp.status_code == 201:
+                        self.api.token = resp.json()["token"]
+                        return
+                except requests.ConnectionError:
+                    pass
+            time.sleep(0.3)
+        raise CloudError("the controller did not answer within 30 s")
+
+    def stop_controller(self) -> None:
+        """Stop the controller (SIGTERM, then SIGKILL)."""
+        _stop(self.controller)
+        self.controller = None
+
+    def agent_config(self, host: LabHost) -> Path:
+        """Return the agent settings file of a lab host."""
+        return host.root / "agent" / "agent.json"
+
+    def join(self, host: LabHost) -> None:
+        """Enrol a lab host with a fresh one-time token."""
+        api = self.api
+        assert api is not None
+        if self.agent_config(host).exists():
+            return
+        token = api.call("POST", "/hosts/join-tokens", expect=201).json()["token"]
+        host.run([str(VENV_BIN / "labcloud-agent"), "--config", str(self.agent_config(host)), "join", self.url, token,
+                  "--name", host.name, "--address", host.address, "--port", str(AGENT_PORT),
+                  "--virt-type", "qemu"], timeout=60)
+
+    def start_agent(self, host: LabHost) -> None:
+        """Start a host's agent inside its namespaces."""
+        proc = host.spawn([str(VENV_BIN / "labcloud-agent"), "--config", str(self.agent_config(host)), "serve"],
+                          log_path=self.log_dir / f"agent-{host.name}.log")
+        self.agents[host.name] = proc
+
+    def stop_agent(self, host: LabHost) -> None:
+        """Stop a host's agent."""
+        _stop(self.agents.pop(host.name, None))
+
+    def wait_hosts_up(self, timeout: float = 30) -> None:
+        """Wait until every lab host reports in."""
+        api = self.api
+        assert api is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            hosts = api.call("GET", "/hosts", expect=200).json()["hosts"]
+            if len(hosts) == self.n_hosts and all(h["state"] == "up" for h in hosts):
+                return
+            time.sleep(0.5)
+        raise CloudError(f"hosts not up within {timeout:.0f} s: {hosts}")
+
+    def seed_catalog(self, image_path: Path) -> None:
+        """Import the guest image and create a flavor and the lab network (once)."""
+        api = self.api
+        assert api is not None
+        if not api.call("GET", "/images", expect=200).json()["images"]:
+            task = api.call("POST", "/images", {"name": "debian12", "path": str(image_path.resolve()),
+                                                "format": "qcow2", "os": "debian12"}, expect=202).json()["task"]
+            done = api.wait_task(task["id"], timeout=600)
+            if done["state"] != "succeeded":
+                raise CloudError(f"image import failed: {done['error']}")
+        if not api.call("GET", "/flavors", expect=200).json()["flavors"]:
+            api.call("POST", "/flavors", {"name": "small", "vcpus": 1, "memory_mib": 512, "disk_gib": 4}, expect=201)
+        if not api.call("GET", "/networks", expect=200).json()["networks"]:
+            api.call("POST", "/networks", {"name": "lab", "bridge": "br0", "cidr": self.lab.cidr,
+                                           "gateway": self.lab.switch_address, "dns": [self.lab.switch_address],
+                                           "range": ["10.213.0.100", "10.213.0.199"]}, expect=201)
+
+    def stop(self) -> None:
+        """Stop agents and controller, then take the lab down."""
+        for name in list(self.agents):
+            _stop(self.agents.pop(name))
+        self.stop_controller()
+        self.lab.down()
+
+
+def _stop(proc: subprocess.Popen[bytes] | None, grace: float = 10) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def _password() -> str:
+    import secrets
+
+    return secrets.token_urlsafe(12)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the demo cloud in the foreground until Ctrl-C."""
+    parser = argparse.ArgumentParser(prog="python -m lab.cloud", description="a labcloud demo on this machine")
+    parser.add_argument("--hosts", type=int, default=2, help="number of lab hosts (default 2)")
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help=f"controller data (default {DEFAULT_DATA})")
+    args = parser.parse_args(argv)
+    # A demo starts from a clean inventory: its lab hosts are new each time.
+    if args.data_dir.exists():
+        shutil.rmtree(args.data_dir)
+    cloud = LabCloud(n_hosts=args.hosts, data_dir=args.data_dir)
+    stop = False
+
+    def on_signal(_signum: int, _frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        print("labcloud demo: building/reusing the guest image and starting the lab (a few minutes the first time)")
+        cloud.start()
+        print(f"""
+labcloud demo is up: {cloud.n_hosts} lab hosts, image debian12, flavor small, network lab (10.213.0.0/24).
+
+  Web UI and API:  {cloud.url}
+  Username:        admin
+  Password:        {cloud.admin_password}
+  CA certificate:  {cloud.data_dir / 'pki' / 'ca.pem'}   (curl --cacert ...; browsers will warn once)
+  API token:       {cloud.api.token if cloud.api else ''}
+
+Create a VM:
+  curl --cacert {cloud.data_dir / 'pki' / 'ca.pem'} -H 'Authorization: Bearer TOKEN' \\
+       -d '{{"name":"vm1","image":"debian12","flavor":"small","networks":[{{"network":"lab","ip":"10.213.0.120"}}]}}' \\
+       -H 'Content-Type: application/json' {cloud.url}/api/v1/vms
+
+Logs: {cloud.log_dir}.  Press Ctrl-C to stop the demo and remove the lab.
+""", flush=True)
+        while not stop:
+            time.sleep(1)
+    finally:
+        print("labcloud demo: stopping and cleaning up", flush=True)
+        cloud.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""The lab cloud for end-to-end tests: two lab hosts, a controller, two joined agents."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lab.cloud import Api, LabCloud
+
+
+@pytest.fixture(scope="session")
+def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabCloud]:
+    """Bring the lab cloud up once per session; always take it down."""
+    data = tmp_path_factory.mktemp("controller")
+    lc = LabCloud(n_hosts=2, data_dir=data, log_dir=Path("artifacts/logs"))
+    try:
+        lc.start()
+        yield lc
+    finally:
+        lc.stop()
+
+
+@pytest.fixture
+def api(cloud: LabCloud) -> Api:
+    """An admin API client."""
+    assert cloud.api is not None
+    return cloud.api
+
+
+def ping_until(address: str, timeout: float = 240) -> bool:
+    """Ping from the lab switch (root namespace) until an answer, at most timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if subprocess.run(["ping", "-c", "1", "-W", "1", address], capture_output=True).returncode == 0:
+            return True
+        time.sleep(1)
+    return False
+
+
+def create_vm(api: Api, name: str, ip: str | None = None, host: str | None = None, wait: bool = True) -> dict:
+    """Create a VM through the API; with wait, return the finished task."""
+    body: dict = {"name": name, "image": "debian12", "flavor": "small", "networks": [{"network": "lab"}],
+                  "password": "labcloud-test-pw"}
+    if ip:
+        body["networks"][0]["ip"] = ip
+    if host:
+        body["host"] = host
+    task = api.call("POST", "/vms", body, expect=202).json()["task"]
+    return api.wait_task(task["id"], timeout=600) if wait else task
+
+
+def destroy_vm(api: Api, name: str) -> dict:
+    """Destroy a VM through the API and wait for the task."""
+    task = api.call("DELETE", f"/vms/{name}", expect=202).json()["task"]
+    return api.wait_task(task["id"], timeout=300)
