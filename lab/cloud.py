@@ -101,14 +101,15 @@ class LabCloud:
         env = dict(os.environ, LABCLOUD_DATA_DIR=str(self.data_dir), LABCLOUD_LISTEN=self.lab.switch_address,
                    LABCLOUD_AGENT_LISTEN=self.lab.switch_address, LABCLOUD_SERVER_NAMES=self.lab.switch_address,
                    LABCLOUD_ADMIN_PASSWORD=self.admin_password, LABCLOUD_LAB_MODE="1")
-        log = (self.log_dir / "controller.log").open("ab")
-        self.controller = subprocess.Popen([str(VENV_BIN / "labcloud-controller"), "serve"], env=env,
-                                           stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log_path = self.log_dir / "controller.log"
+        with log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
+            self.controller = subprocess.Popen([str(VENV_BIN / "labcloud-controller"), "serve"], env=env,
+                                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.api = Api(self.url, self.data_dir / "pki" / "ca.pem")
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.controller.poll() is not None:
-                raise CloudError(f"the controller exited ({self.controller.returncode}); see {log.name}")
+                raise CloudError(f"the controller exited ({self.controller.returncode}); see {log_path}")
             if self.api.ca.exists():
                 try:
                     resp = self.api.call("POST", "/tokens", {"username": "admin", "password": self.admin_password})
