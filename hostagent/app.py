@@ -71,7 +71,10 @@ def create_agent_app(agent: Agent) -> Flask:
         reqid.set(reqid.accept(request.headers.get(reqid.HEADER)))
         # cheroot verified the chain against our CA; only the controller's identity may call.
         if request.environ.get("SSL_CLIENT_S_DN_CN") != CONTROLLER_CLIENT_CN:
+            log.warning("refused %s %s from %s: not the controller", request.method, request.path,
+                        request.environ.get("SSL_CLIENT_S_DN_CN") or "a client without certificate")
             return jsonify({"error": {"code": "forbidden", "message": "only the controller may call the agent"}}), 403
+        log.info("verb %s %s", request.method, request.path)
         return None
 
     @app.errorhandler(VerbError)

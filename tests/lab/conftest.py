@@ -41,6 +41,27 @@ def ping_until(address: str, timeout: float = 240) -> bool:
     return False
 
 
+def ping_lost(address: str, timeout: float = 120) -> bool:
+    """Ping until an answer is missing (the guest went down), at most timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if subprocess.run(["ping", "-c", "1", "-W", "1", address], capture_output=True).returncode != 0:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def wait_guest_agent(api: Api, name: str, timeout: float = 180) -> dict | None:
+    """Poll the VM's guest-agent info until it answers; None on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        resp = api.call("GET", f"/vms/{name}/guest")
+        if resp.status_code == 200:
+            return resp.json()["guest"]
+        time.sleep(2)
+    return None
+
+
 def create_vm(api: Api, name: str, ip: str | None = None, host: str | None = None, wait: bool = True) -> dict:
     """Create a VM through the API; with wait, return the finished task."""
     body: dict = {"name": name, "image": "debian12", "flavor": "small", "networks": [{"network": "lab"}],

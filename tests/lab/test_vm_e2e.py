@@ -8,7 +8,7 @@ import time
 import pytest
 
 from lab.cloud import Api, LabCloud
-from tests.lab.conftest import create_vm, destroy_vm, ping_until
+from tests.lab.conftest import create_vm, destroy_vm, ping_lost, ping_until, wait_guest_agent
 
 pytestmark = pytest.mark.lab
 
@@ -39,23 +39,29 @@ def test_vm_with_static_ip_lifecycle(cloud: LabCloud, api: Api) -> None:
     assert not _domain_exists(other, vm["id"])
 
     assert ping_until(ip), f"{ip} never answered ping from the lab switch"
-    guest = None
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        resp = api.call("GET", "/vms/e2e-static/guest")
-        if resp.status_code == 200:
-            guest = resp.json()["guest"]
-            break
-        time.sleep(2)
+    guest = wait_guest_agent(api, "e2e-static")
     assert guest is not None, "qemu-guest-agent never answered"
     assert guest["hostname"] == "e2e-static"
     assert any(a.startswith(ip) for i in guest["interfaces"].values() for a in i["addrs"])
 
+    # One request id follows the create through controller, task and agent logs.
+    request_id = task["request_id"]
+    assert request_id.startswith("req-")
+    agent_log = (cloud.log_dir / f"agent-{host.name}.log").read_text()
+    controller_log = (cloud.log_dir / "controller.log").read_text()
+    assert f"[{request_id}]" in agent_log and f"[{request_id}]" in controller_log
+
+    assert _run_action(api, "e2e-static", "reboot")["state"] == "succeeded"
+    assert ping_lost(ip), "the guest never went down after the reboot request"
+    assert ping_until(ip), f"{ip} did not answer again after the reboot"
+    assert wait_guest_agent(api, "e2e-static") is not None, "guest agent silent after the reboot"
     assert _run_action(api, "e2e-static", "shutdown")["state"] == "succeeded"
     assert api.call("GET", "/vms/e2e-static").json()["vm"]["state"] == "shutoff"
     assert host.virsh("domstate", vm["id"]).strip() == "shut off"
     assert _run_action(api, "e2e-static", "start")["state"] == "succeeded"
     assert host.virsh("domstate", vm["id"]).strip() == "running"
+    assert _run_action(api, "e2e-static", "poweroff")["state"] == "succeeded"
+    assert host.virsh("domstate", vm["id"]).strip() == "shut off"
 
     assert destroy_vm(api, "e2e-static")["state"] == "succeeded"
     assert api.call("GET", "/vms/e2e-static").status_code == 404
