@@ -6,7 +6,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, g, request
+from flask import Flask, g, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from controller import api, reqid, web
@@ -66,7 +66,10 @@ def create_app(config: Config | None = None, core: Core | None = None) -> Flask:
 
     @app.errorhandler(CSRFError)
     def csrf_error(exc: CSRFError) -> Any:
-        return api.error_response(400, "csrf", f"{exc.description.rstrip('.')}; reload the page and try again")
+        message = f"{exc.description.rstrip('.')}; reload the page and try again"
+        if request.path.startswith("/api/"):
+            return api.error_response(400, "csrf", message)
+        return render_template("error.html", message=message), 400
 
     @app.after_request
     def headers(resp: Any) -> Any:

@@ -211,8 +211,9 @@ def test_login_form_without_csrf_token_is_refused(client: FlaskClient) -> None:
     client.get("/login", base_url=HTTPS)
     resp = client.post("/login", data={"username": "admin", "password": ADMIN_PASSWORD}, base_url=HTTPS,
                        headers={"Referer": HTTPS + "/login"})
-    err = assert_error(resp, 400, "csrf")
-    assert "CSRF token is missing" in err["message"]
+    assert resp.status_code == 400
+    assert resp.mimetype == "text/html"  # a browser gets a page, not a JSON document
+    assert "CSRF token is missing; reload the page and try again" in resp.get_data(as_text=True)
     assert client.get("/api/v1/vms", base_url=HTTPS).status_code == 401  # no session was started
 
 
@@ -224,7 +225,6 @@ def test_csrf_refusal_carries_the_requests_own_id(client: FlaskClient) -> None:
                        headers={"Referer": HTTPS + "/login", "X-Request-Id": "req-second-request"})
     assert resp.status_code == 400
     assert resp.headers["X-Request-Id"] == "req-second-request"
-    assert resp.get_json()["error"]["request_id"] == "req-second-request"
 
 
 def test_session_api_call_needs_the_csrf_header(client: FlaskClient, inv: Inventory) -> None:
