@@ -76,6 +76,67 @@ class AgentClient:
         """Force off, undefine and delete the disks of a VM (idempotent)."""
         return self.call("DELETE", f"/vms/{uuid}", timeout=120)
 
+    def ensure_image_in(self, storage: str, sha256: str, size: int, url: str) -> dict[str, Any]:
+        """Make sure the base image is cached in the host's local or shared pool."""
+        body = {"sha256": sha256, "size": size, "url": url, "storage": storage}
+        return self.call("POST", "/images/ensure", body, timeout=900)
+
+    def seed(self, uuid: str, storage: str) -> str:
+        """Return a VM's seed volume, base64-encoded."""
+        return str(self.call("GET", f"/vms/{uuid}/seed?storage={storage}").get("seed", ""))
+
+    def prepare_incoming(self, uuid: str, spec: dict[str, Any]) -> dict[str, Any]:
+        """Destination: check bridges, cache the image, pre-create the VM's volumes."""
+        return self.call("POST", f"/vms/{uuid}/incoming", spec, timeout=900)
+
+    def abort_incoming(self, uuid: str, storage: str) -> dict[str, Any]:
+        """Destination: remove what a failed incoming migration left (never a running domain)."""
+        return self.call("DELETE", f"/vms/{uuid}/incoming?storage={storage}")
+
+    def start_migration(self, uuid: str, spec: dict[str, Any]) -> dict[str, Any]:
+        """Source: start libvirt's peer-to-peer migration in the background."""
+        return self.call("POST", f"/vms/{uuid}/migration", spec)
+
+    def migration(self, uuid: str) -> dict[str, Any]:
+        """Source: state and statistics of the migration."""
+        return self.call("GET", f"/vms/{uuid}/migration")
+
+    def cancel_migration(self, uuid: str) -> dict[str, Any]:
+        """Source: abort the running migration."""
+        return self.call("POST", f"/vms/{uuid}/migration/cancel")
+
+    def cleanup_source(self, uuid: str) -> dict[str, Any]:
+        """Source: delete the local volumes of a VM that migrated away."""
+        return self.call("POST", f"/vms/{uuid}/cleanup-source")
+
+    def define(self, xml: str) -> dict[str, Any]:
+        """Define (not start) a domain from XML."""
+        return self.call("POST", "/domains", {"xml": xml})
+
+    def undefine(self, uuid: str, delete_volumes: bool) -> dict[str, Any]:
+        """Undefine a stopped domain, optionally deleting its local volumes."""
+        return self.call("POST", f"/vms/{uuid}/undefine", {"delete_volumes": delete_volumes})
+
+    def read_volume(self, name: str) -> requests.Response:
+        """Open a streaming download of a volume."""
+        resp = self.session.get(f"{self.base}/volumes/{name}", stream=True, timeout=60,
+                                headers={reqid.HEADER: reqid.get()})
+        if resp.status_code != 200:
+            raise AgentError(self.name, f"reading volume {name}: HTTP {resp.status_code}", resp.status_code)
+        return resp
+
+    def write_volume(self, name: str, size: int, chunks: Any) -> dict[str, Any]:
+        """Upload a volume's bytes (replacing it)."""
+        try:
+            resp = self.session.put(f"{self.base}/volumes/{name}", data=chunks, timeout=3600,
+                                    headers={reqid.HEADER: reqid.get(), "X-Volume-Size": str(size)})
+        except requests.RequestException as exc:
+            raise AgentError(self.name, f"writing volume {name}: {exc}") from exc
+        if resp.status_code >= 400:
+            raise AgentError(self.name, resp.json().get("error", {}).get("message", f"HTTP {resp.status_code}"),
+                             resp.status_code)
+        return dict(resp.json())
+
     def guest_info(self, uuid: str) -> dict[str, Any]:
         """Ask qemu-guest-agent for hostname and addresses."""
         return self.call("GET", f"/vms/{uuid}/guest", timeout=30)

@@ -46,8 +46,8 @@ def fits(free: dict[str, float], need: Need) -> bool:
     return free["vcpus"] >= need.vcpus and free["memory_mib"] >= need.memory_mib and free["disk_gib"] >= 1
 
 
-def place(db: Database, need: Need, host_id: str | None = None) -> dict[str, Any]:
-    """Pick the up host with the most free RAM that fits, or check the requested one.
+def place(db: Database, need: Need, host_id: str | None = None, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Pick the up host with the most free RAM that fits, or check the requested one; never one in exclude.
 
     Call inside db.write() together with the VM insert so that concurrent creates
     see each other's reservations.
@@ -66,7 +66,7 @@ def place(db: Database, need: Need, host_id: str | None = None) -> dict[str, Any
         return host
     candidates = []
     for host in hosts:
-        if host["state"] != "up":
+        if host["state"] != "up" or host["id"] in exclude:
             continue
         free = free_capacity(host, usage.get(host["id"]))
         if fits(free, need):

@@ -9,13 +9,14 @@ from typing import Any
 
 import libvirt
 import requests
-from flask import Flask, jsonify, request
+from flask import Flask, Response, jsonify, request
 
 from controller import reqid
 from controller.pki import CONTROLLER_CLIENT_CN
 from hostagent.config import AgentConfig
 from hostagent.errors import VerbError
 from hostagent.hypervisor import Hypervisor
+from hostagent.migration import Migrations
 from hostagent.storage import CHUNK, Storage
 from hostagent.vms import Vms
 
@@ -29,7 +30,11 @@ class Agent:
         self.config = config
         self.hv = hv or Hypervisor(config.libvirt_uri)
         self.storage = Storage(self.hv, config.pool_name, config.pool_path)
-        self.vms = Vms(self.hv, self.storage, config.virt_type)
+        self.storages = {"local": self.storage}
+        if config.shared_pool_path:
+            self.storages["shared"] = Storage(self.hv, config.pool_name + "-shared", config.shared_pool_path)
+        self.vms = Vms(self.hv, self.storage, config.virt_type, self.storages)
+        self.migrations = Migrations(self.hv, self.storages, config.libvirt_pki_dir)
         self.session = requests.Session()
         # Trust only labcloud's CA: requests lets REQUESTS_CA_BUNDLE override session.verify.
         self.session.trust_env = False
@@ -46,6 +51,8 @@ class Agent:
             "memory_mib": int(memory_mib), "pool_capacity_bytes": capacity, "pool_free_bytes": available,
             "libvirt_version": _version(conn.getLibVersion()), "hypervisor_version": _version(conn.getVersion()),
             "virt_type": self.config.virt_type, "hostname": platform.node(),
+            "shared_pool": bool(self.config.shared_pool_path), "shared_pool_unsafe": self.config.shared_pool_unsafe,
+            "migration_tls": bool(self.config.libvirt_pki_dir),
         }
 
     def fetch(self, url: str) -> Iterator[bytes]:
@@ -101,7 +108,10 @@ def create_agent_app(agent: Agent) -> Flask:
     def ensure_image() -> Any:
         data = body()
         sha, size, url = str(data["sha256"]), int(data["size"]), str(data["url"])
-        path, fetched = agent.storage.ensure_image(sha, size, agent.fetch(url))
+        storage = agent.storages.get(str(data.get("storage", "local")))
+        if storage is None:
+            raise VerbError("this host has no shared storage pool; configure shared_pool_path", 409, "no_pool")
+        path, fetched = storage.ensure_image(sha, size, agent.fetch(url))
         return jsonify({"path": path, "fetched": fetched})
 
     @app.get("/v1/vms")
@@ -123,6 +133,56 @@ def create_agent_app(agent: Agent) -> Flask:
     @app.delete("/v1/vms/<uuid>")
     def destroy_vm(uuid: str) -> Any:
         return jsonify(agent.vms.destroy(uuid))
+
+    @app.post("/v1/vms/<uuid>/migration")
+    def start_migration(uuid: str) -> Any:
+        return jsonify(agent.migrations.start(uuid, body())), 202
+
+    @app.get("/v1/vms/<uuid>/migration")
+    def migration_status(uuid: str) -> Any:
+        return jsonify(agent.migrations.status(uuid))
+
+    @app.post("/v1/vms/<uuid>/migration/cancel")
+    def cancel_migration(uuid: str) -> Any:
+        return jsonify(agent.migrations.cancel(uuid))
+
+    @app.post("/v1/vms/<uuid>/incoming")
+    def prepare_incoming(uuid: str) -> Any:
+        return jsonify(agent.migrations.prepare_incoming(uuid, body()))
+
+    @app.delete("/v1/vms/<uuid>/incoming")
+    def abort_incoming(uuid: str) -> Any:
+        return jsonify(agent.migrations.abort_incoming(uuid, request.args.get("storage", "local")))
+
+    @app.get("/v1/vms/<uuid>/seed")
+    def seed(uuid: str) -> Any:
+        return jsonify({"seed": agent.migrations.seed_bytes(uuid, request.args.get("storage", "local"))})
+
+    @app.post("/v1/vms/<uuid>/cleanup-source")
+    def cleanup_source(uuid: str) -> Any:
+        return jsonify(agent.migrations.cleanup_source(uuid))
+
+    @app.post("/v1/domains")
+    def define_domain() -> Any:
+        return jsonify(agent.migrations.define_offline(str(body()["xml"])))
+
+    @app.post("/v1/vms/<uuid>/undefine")
+    def undefine(uuid: str) -> Any:
+        return jsonify(agent.vms.undefine(uuid, delete_volumes=bool(body().get("delete_volumes"))))
+
+    @app.get("/v1/volumes/<name>")
+    def read_volume(name: str) -> Any:
+        size, chunks = agent.storage.read_volume(name)
+        return Response(chunks, mimetype="application/octet-stream", headers={"Content-Length": str(size)})
+
+    @app.put("/v1/volumes/<name>")
+    def write_volume(name: str) -> Any:
+        size = int(request.headers.get("X-Volume-Size", "-1"))
+        if size < 0:
+            raise VerbError("X-Volume-Size is required", 400, "bad_request")
+        stream = request.stream
+        path = agent.storage.receive_volume(name, size, iter(lambda: stream.read(CHUNK), b""))
+        return jsonify({"path": path})
 
     @app.get("/v1/vms/<uuid>/guest")
     def guest(uuid: str) -> Any:

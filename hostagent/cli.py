@@ -25,6 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     join.add_argument("--pool-path", default="/var/lib/libvirt/images/labcloud", help="storage pool directory")
     join.add_argument("--virt-type", choices=["kvm", "qemu"], default="kvm",
                       help="domain type: kvm on real hosts, qemu (TCG) where KVM cannot run guests")
+    join.add_argument("--libvirt-pki-dir", help="where to put the host certificate for libvirtd's TLS listener and "
+                      "QEMU's migration TLS (point libvirtd.conf's cert_file/key_file/ca_file there)")
+    join.add_argument("--shared-pool-path", help="a directory every host mounts at this path (e.g. NFS) for "
+                      "VMs on shared storage")
+    join.add_argument("--shared-pool-unsafe", action="store_true",
+                      help="the shared directory is one libvirt cannot recognise as shared (lab only)")
     sub.add_parser("serve", help="run the agent (verbs over mutual TLS, heartbeat)")
     args = parser.parse_args(argv)
     reqid.setup_logging(name="agent")
@@ -34,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             cfg = do_join(args.url, args.token, args.config, name=args.name, address=args.address, port=args.port,
-                          pool_path=args.pool_path, virt_type=args.virt_type)
+                          pool_path=args.pool_path, virt_type=args.virt_type, libvirt_pki_dir=args.libvirt_pki_dir,
+                          shared_pool_path=args.shared_pool_path, shared_pool_unsafe=args.shared_pool_unsafe)
         except JoinError as exc:
             print(f"labcloud-agent: {exc}", file=sys.stderr)
             return 1

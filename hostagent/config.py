@@ -24,6 +24,9 @@ class AgentConfig:
     virt_type: str = "kvm"                    # "qemu" (TCG) where KVM cannot run guests
     libvirt_uri: str = "qemu:///system"
     heartbeat_interval_s: float = 3.0
+    shared_pool_path: str | None = None       # a directory every host mounts at this path (NFS)
+    shared_pool_unsafe: bool = False          # libvirt cannot see it is shared (a plain directory, the lab)
+    libvirt_pki_dir: str | None = None        # TLS between libvirt daemons (migration); None: plain TCP, lab only
     config_dir: str = "/etc/labcloud"
 
     @property

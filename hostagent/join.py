@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import shutil
 import socket
 import ssl
 from pathlib import Path
@@ -15,7 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from lxml import etree
 
-from controller.pki import make_csr, new_key, verify_issued_by, write_private
+from controller.pki import key_pem, make_csr, new_key, verify_issued_by, write_private
 from hostagent.config import AgentConfig
 
 
@@ -84,8 +85,33 @@ def local_address_towards(url: str) -> str:
         return str(s.getsockname()[0])
 
 
+def write_libvirt_pki(directory: Path, ca_pem: bytes, cert_pem: bytes, key_pem: bytes) -> None:
+    """Lay out the host's certificate for libvirtd (pkipath names) and for QEMU's migration TLS.
+
+    One certificate serves both roles: it names the host's address and allows
+    server and client authentication.
+    """
+    qemu = directory / "qemu"
+    qemu.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o755)
+    for role in ("server", "client"):
+        (directory / f"{role}cert.pem").write_bytes(cert_pem)
+        write_private(directory / f"{role}key.pem", key_pem)
+        (qemu / f"{role}-cert.pem").write_bytes(cert_pem)
+        write_private(qemu / f"{role}-key.pem", key_pem)
+        try:  # QEMU runs as libvirt-qemu and reads its key itself
+            shutil.chown(qemu / f"{role}-key.pem", group="libvirt-qemu")
+            (qemu / f"{role}-key.pem").chmod(0o640)
+        except (LookupError, PermissionError):
+            pass
+    (directory / "cacert.pem").write_bytes(ca_pem)
+    (qemu / "ca-cert.pem").write_bytes(ca_pem)
+
+
 def join(url: str, token: str, config_path: Path, *, name: str, address: str | None, port: int,
-         pool_path: str, virt_type: str, libvirt_uri: str = "qemu:///system") -> AgentConfig:
+         pool_path: str, virt_type: str, libvirt_uri: str = "qemu:///system",
+         libvirt_pki_dir: str | None = None, shared_pool_path: str | None = None,
+         shared_pool_unsafe: bool = False) -> AgentConfig:
     """Enrol this host with the controller and write its configuration."""
     url = url.rstrip("/")
     token, pin = parse_token(token)
@@ -111,10 +137,11 @@ def join(url: str, token: str, config_path: Path, *, name: str, address: str | N
     data = resp.json()
     cfg = AgentConfig(controller_url=url, agent_channel_url=data["agent_url"], host_id=uuid, name=name,
                       address=address, port=port, pool_path=pool_path, virt_type=virt_type,
-                      libvirt_uri=libvirt_uri, config_dir=str(config_dir))
-    from controller.pki import key_pem
-
+                      libvirt_uri=libvirt_uri, config_dir=str(config_dir), libvirt_pki_dir=libvirt_pki_dir,
+                      shared_pool_path=shared_pool_path, shared_pool_unsafe=shared_pool_unsafe)
     write_private(cfg.key_path, key_pem(key))
     cfg.cert_path.write_bytes(data["certificate"].encode())
+    if libvirt_pki_dir:
+        write_libvirt_pki(Path(libvirt_pki_dir), ca_pem, data["certificate"].encode(), key_pem(key))
     cfg.save(config_path)
     return cfg

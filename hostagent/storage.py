@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import libvirt
 from lxml import etree
@@ -149,6 +150,59 @@ class Storage:
                             f"({written} of {size} bytes); the transfer was corrupted, retry", 502, "checksum")
         self.pool.refresh(0)
         log.info("cached image %s (%d bytes)", sha256, size)
+        return vol.path()
+
+    def read_volume(self, name: str) -> tuple[int, Iterator[bytes]]:
+        """Return (size in bytes, chunks) of a volume's file, for an offline copy to another host."""
+        vol = self.volume(name)
+        if vol is None:
+            raise VerbError(f"no volume {name} in pool {self.pool_name}", 404, "not_found")
+        size = Path(vol.path()).stat().st_size
+        stream = self.hv.conn.newStream(0)
+        vol.download(stream, 0, size, 0)
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                while True:
+                    data = stream.recv(CHUNK)
+                    if not isinstance(data, bytes) or not data:
+                        break
+                    yield data
+                stream.finish()
+            except BaseException:
+                _abort(stream)
+                raise
+
+        return size, chunks()
+
+    def receive_volume(self, name: str, size: int, chunks: Iterable[bytes]) -> str:
+        """Replace a volume by the bytes of another host's copy (offline migration); return its path."""
+        old = self.volume(name)
+        if old is not None:
+            old.delete(0)
+        _capacity, available = self.space()
+        if size > available:
+            raise VerbError(f"not enough space in pool {self.pool_name} for {name} ({size} bytes)", 507, "no_space")
+        try:
+            vol = self.pool.createXML(_volume_xml(name, size, "raw"), 0)
+        except libvirt.libvirtError as exc:
+            raise from_libvirt(exc, f"creating volume {name}") from exc
+        stream = self.hv.conn.newStream(0)
+        written = 0
+        try:
+            vol.upload(stream, 0, size, 0)
+            for chunk in chunks:
+                written += len(chunk)
+                _send_all(stream, chunk)
+            stream.finish()
+        except Exception as exc:
+            _abort(stream)
+            vol.delete(0)
+            raise VerbError(f"receiving {name} failed: {exc}", 502, "copy_failed") from exc
+        if written != size:
+            vol.delete(0)
+            raise VerbError(f"received {written} of {size} bytes of {name}; retry", 502, "copy_failed")
+        self.pool.refresh(0)  # libvirt probes the copied file's format (qcow2 with its backing image)
         return vol.path()
 
     def create_overlay(self, uuid: str, sha256: str, size_bytes: int) -> str:

@@ -43,8 +43,16 @@ def describe(dom: libvirt.virDomain, with_xml: bool = True) -> dict[str, Any]:
 class Vms:
     """The VM verbs of one host."""
 
-    def __init__(self, hv: Hypervisor, storage: Storage, virt_type: str) -> None:
+    def __init__(self, hv: Hypervisor, storage: Storage, virt_type: str,
+                 storages: dict[str, Storage] | None = None) -> None:
         self.hv, self.storage, self.virt_type = hv, storage, virt_type
+        self.storages = storages or {"local": storage}
+
+    def _storage(self, kind: str) -> Storage:
+        storage = self.storages.get(kind)
+        if storage is None:
+            raise VerbError(f"this host has no {kind} storage pool; configure shared_pool_path", 409, "no_pool")
+        return storage
 
     def _get(self, uuid: str) -> libvirt.virDomain:
         dom = self.hv.domain(uuid)
@@ -57,7 +65,8 @@ class Vms:
         uuid = spec["uuid"]
         dom = self.hv.domain(uuid)
         if dom is None:
-            root = self.storage.create_overlay(uuid, spec["image_sha256"], int(spec["disk_gib"]) * GIB)
+            storage = self._storage(spec.get("storage", "local"))
+            root = storage.create_overlay(uuid, spec["image_sha256"], int(spec["disk_gib"]) * GIB)
             files = seed.build_seed_files(
                 instance_id=uuid,
                 hostname=spec["hostname"],
@@ -67,7 +76,7 @@ class Vms:
                 password=spec.get("password"),
                 user_data=spec.get("user_data"),
             )
-            seed_path = self.storage.write_seed(uuid, seed.seed_iso_bytes(files))
+            seed_path = storage.write_seed(uuid, seed.seed_iso_bytes(files))
             xml = domainxml.build_domain(domainxml.DomainSpec(
                 uuid=uuid, name=spec["name"], vcpus=int(spec["vcpus"]), memory_mib=int(spec["memory_mib"]),
                 root_disk=root, seed_disk=seed_path,
@@ -128,8 +137,20 @@ class Vms:
             except libvirt.libvirtError as exc:
                 if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                     raise from_libvirt(exc, f"destroying domain {uuid}") from exc
-        deleted = self.storage.delete_vm_volumes(uuid)
+        deleted = [name for storage in self.storages.values() for name in storage.delete_vm_volumes(uuid)]
         return {"uuid": uuid, "domain_removed": existed, "volumes_deleted": deleted}
+
+    def undefine(self, uuid: str, delete_volumes: bool) -> dict[str, Any]:
+        """Undefine a stopped domain (it moved to another host); optionally delete its local volumes."""
+        dom = self._get(uuid)
+        if dom.isActive():
+            raise VerbError("the domain is running here; stop it before undefining", 409, "running")
+        try:
+            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+        except libvirt.libvirtError as exc:
+            raise from_libvirt(exc, f"undefining {uuid}") from exc
+        deleted = self.storage.delete_vm_volumes(uuid) if delete_volumes else []
+        return {"uuid": uuid, "volumes_deleted": deleted}
 
     def list(self) -> list[dict[str, Any]]:
         """Describe every domain on the host (without XML)."""

@@ -22,6 +22,7 @@ import requests
 
 from lab import Lab, LabHost
 from lab.image import ensure_guest_image
+from lab.libvirtd import LIBVIRT_PKI_DIR
 
 VENV_BIN = Path(sys.executable).parent
 DEFAULT_DATA = Path("/var/lib/labcloud-demo")
@@ -139,7 +140,10 @@ class LabCloud:
         token = api.call("POST", "/hosts/join-tokens", expect=201).json()["token"]
         host.run([str(VENV_BIN / "labcloud-agent"), "--config", str(self.agent_config(host)), "join", self.url, token,
                   "--name", host.name, "--address", host.address, "--port", str(AGENT_PORT),
-                  "--virt-type", "qemu"], timeout=60)
+                  "--virt-type", "qemu", "--libvirt-pki-dir", LIBVIRT_PKI_DIR,
+                  "--shared-pool-path", str(self.lab.shared_dir / "pool"), "--shared-pool-unsafe"], timeout=60)
+        # libvirtd now listens with TLS on the certificate the join issued (for migration).
+        host.enable_tls()
 
     def start_agent(self, host: LabHost) -> None:
         """Start a host's agent inside its namespaces."""

@@ -178,6 +178,19 @@ class LabHost:
     def _pidfile(self, daemon: str) -> Path:
         return self.root / "run" / f"{daemon}.pid"
 
+    @property
+    def has_tls(self) -> bool:
+        """Say whether the host has its libvirt certificates (its /etc/libvirt/pki)."""
+        return (self.root / "etc" / "pki" / "servercert.pem").exists()
+
+    def enable_tls(self) -> None:
+        """Restart libvirtd listening with TLS on the certificates the agent's join wrote."""
+        if not self.has_tls:
+            raise LabError(f"{self.name}: no certificates in {self.root / 'etc' / 'pki'}; join the host first")
+        self.reconfigure()
+        self.stop_libvirtd()
+        self.start_libvirtd()
+
     def daemon_pid(self, daemon: str) -> int | None:
         """Return the pid of the host's virtlogd/libvirtd if it is running inside this host."""
         pid = procs.read_pidfile(self._pidfile(daemon))

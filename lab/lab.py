@@ -11,7 +11,7 @@ from pathlib import Path
 
 from lab import libvirtd, net, procs
 from lab.hosts import LabHost
-from lab.libvirtd import ListenConfig
+from lab.libvirtd import LIBVIRT_PKI_DIR, ListenConfig
 from lab.procs import LabError, ProcRecord
 from lab.state import HostRecord, LabState, StateFile
 
@@ -71,12 +71,20 @@ class Lab:
         return str(self._network.network_address + 10 + index)
 
     def listen_config(self, host: LabHost) -> ListenConfig | None:
-        """Return how host's libvirtd listens for other hosts (None: unix socket only)."""
+        """Return how host's libvirtd listens for other hosts (None: unix socket only).
+
+        Once the host has certificates (written by `labcloud-agent join` into its
+        /etc/libvirt/pki), it listens with TLS only and requires a client certificate.
+        """
+        if host.has_tls:
+            pki = Path(LIBVIRT_PKI_DIR)
+            return ListenConfig(address=host.address, tcp=False, tls_cert=pki / "servercert.pem",
+                                tls_key=pki / "serverkey.pem", tls_ca=pki / "cacert.pem")
         return ListenConfig(address=host.address) if self.listen else None
 
     def migration_address(self, host: LabHost) -> str | None:
         """Return the address migrations to host must use (lab hosts share one hostname)."""
-        return host.address if self.listen else None
+        return host.address if self.listen or host.has_tls else None
 
     # -- state --------------------------------------------------------------------------
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REAL_ETC_LIBVIRT = Path("/etc/libvirt")
+# Inside a lab host: its private /etc/libvirt, where `labcloud-agent join --libvirt-pki-dir` writes.
+LIBVIRT_PKI_DIR = "/etc/libvirt/pki"
 
 
 @dataclass(frozen=True)
@@ -67,10 +69,12 @@ def libvirtd_conf(host_uuid: str, listen: ListenConfig | None = None) -> str:
             settings["cert_file"] = str(listen.tls_cert)
             settings["key_file"] = str(listen.tls_key)
             settings["ca_file"] = str(listen.tls_ca)
+            # Only other hosts' labcloud certificates, not the controller's nor anyone else's.
+            settings["tls_allowed_dn_list"] = ["CN=labcloud-host:*"]
     return render_conf(settings, "Written by labcloud's lab (lab/libvirtd.py); see docs/libvirt-facts.md.")
 
 
-def qemu_conf(migration_address: str | None = None) -> str:
+def qemu_conf(migration_address: str | None = None, tls: bool = False) -> str:
     """Return qemu.conf for a lab host: QEMU guests that run without systemd, cgroups or LSMs."""
     settings: dict[str, object] = {
         # No AppArmor/SELinux confinement: the profiles would have to follow the per-host
@@ -93,6 +97,10 @@ def qemu_conf(migration_address: str | None = None) -> str:
     if migration_address is not None:
         settings["migration_address"] = migration_address
         settings["migration_host"] = migration_address
+    if tls:
+        # QEMU-to-QEMU migration data (and NBD disk copies) over TLS with the host's certificate.
+        settings["migrate_tls_x509_cert_dir"] = f"{LIBVIRT_PKI_DIR}/qemu"
+        settings["migrate_tls_x509_verify"] = True
     return render_conf(settings, "Written by labcloud's lab (lab/libvirtd.py); see docs/libvirt-facts.md.")
 
 
@@ -114,7 +122,7 @@ def write_conf(dest: Path, host_uuid: str, listen: ListenConfig | None = None,
                migration_address: str | None = None) -> None:
     """(Re)write the host's libvirtd.conf and qemu.conf; a restart of libvirtd applies them."""
     (dest / "libvirtd.conf").write_text(libvirtd_conf(host_uuid, listen))
-    (dest / "qemu.conf").write_text(qemu_conf(migration_address))
+    (dest / "qemu.conf").write_text(qemu_conf(migration_address, tls=bool(listen and listen.tls)))
 
 
 # libvirt probes every QEMU binary once per daemon and keeps the result in

@@ -9,6 +9,7 @@ from flask import Blueprint, Response, jsonify, request
 from controller import hosts, scheduler
 from controller.api.common import body, core, require_admin
 from controller.errors import BadRequest, NotFound
+from controller.ops import hosts as host_ops
 
 bp = Blueprint("api_hosts", __name__)
 SETTABLE = {"cpu_ratio": float, "ram_ratio": float, "disk_ratio": float, "reserved_memory_mib": int}
@@ -63,6 +64,14 @@ def get_host(ref: str) -> Any:
     """Show one host."""
     c = core()
     return jsonify({"host": _public(_find(ref), scheduler.host_usage(c.db))})
+
+
+@bp.post("/hosts/<ref>/maintenance")
+def maintenance(ref: str) -> Any:
+    """Admin: {"enabled": true} keeps new VMs away and drains the host by migration; false ends it."""
+    u = require_admin()
+    out = host_ops.set_maintenance(core(), _find(ref), body(), u)
+    return jsonify(out), 202 if out["task"] else 200
 
 
 @bp.patch("/hosts/<ref>")

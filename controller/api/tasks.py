@@ -9,6 +9,7 @@ from flask import Blueprint, jsonify, request
 from controller import events
 from controller.api.common import core, require_admin, user
 from controller.errors import NotFound
+from controller.ops import migrate
 from controller.tasks import public
 
 bp = Blueprint("api_tasks", __name__)
@@ -40,6 +41,12 @@ def get_task(task_id: str) -> Any:
     if u["role"] != "admin" and task["user_id"] != u["id"]:
         raise NotFound(f"task {task_id} not found")
     return jsonify({"task": task})
+
+
+@bp.post("/tasks/<task_id>/cancel")
+def cancel_task(task_id: str) -> Any:
+    """Ask a running migration (or drain) to stop; the VM stays where it runs."""
+    return jsonify({"task": migrate.cancel(core(), task_id, user())})
 
 
 @bp.get("/events")

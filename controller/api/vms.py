@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, jsonify
 
 from controller.api.common import body, core, user
-from controller.ops import vms
+from controller.ops import migrate, vms
 
 bp = Blueprint("api_vms", __name__)
 
@@ -49,6 +49,13 @@ def vm_action(ref: str, action: str) -> Any:
     c = core()
     vm = vms.find_vm(c, ref, user())
     return jsonify({"task": vms.lifecycle(c, vm, action, user(), body())}), 202
+
+
+@bp.post("/vms/<ref>/migrate")
+def migrate_vm(ref: str) -> Any:
+    """Move a VM to another host: live when it runs, offline when stopped; answers 202 with the task."""
+    c = core()
+    return jsonify({"task": migrate.migrate(c, vms.find_vm(c, ref, user()), body(), user())}), 202
 
 
 @bp.get("/vms/<ref>/guest")

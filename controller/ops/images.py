@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,14 @@ from controller.errors import BadRequest, Conflict
 from controller.tasks import TaskContext, TaskFailed
 
 FORMATS = ("qcow2", "raw", "vmdk")
+_shared_locks: dict[str, threading.Lock] = {}
+_shared_locks_guard = threading.Lock()
+
+
+def shared_cache_lock(sha256: str) -> threading.Lock:
+    """Serialise caching of one image in the shared pool: every host would write the same file."""
+    with _shared_locks_guard:
+        return _shared_locks.setdefault(sha256, threading.Lock())
 
 
 def sha256_file(path: Path) -> str:

@@ -15,6 +15,7 @@ from controller import events, ipam
 from controller.core import Core
 from controller.db import now
 from controller.errors import BadRequest, Conflict, NotFound
+from controller.ops.images import shared_cache_lock
 from controller.scheduler import Need, place
 from controller.tasks import TaskContext, TaskFailed
 
@@ -69,10 +70,14 @@ def _validate_create(core: Core, body: dict[str, Any]) -> dict[str, Any]:
     for field_name in ("password", "user_data", "hostname", "host"):
         if body.get(field_name) is not None and not isinstance(body[field_name], str):
             raise BadRequest(f"'{field_name}' must be a string")
+    storage = body.get("storage", "local")
+    if storage not in ("local", "shared"):
+        raise BadRequest("'storage' must be 'local' (the host's pool) or 'shared' (the shared pool)")
     hostname = body.get("hostname") or name
     if not NAME_RE.match(hostname):
         raise BadRequest("'hostname' must be a valid host name label")
-    return {"name": name, "image": image, "flavor": flavor, "nets": nets, "ssh_keys": keys, "hostname": hostname}
+    return {"name": name, "image": image, "flavor": flavor, "nets": nets, "ssh_keys": keys, "hostname": hostname,
+            "storage": storage}
 
 
 def create(core: Core, body: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
@@ -89,9 +94,10 @@ def create(core: Core, body: dict[str, Any], user: dict[str, Any]) -> dict[str, 
         stamp = now()
         w.execute(
             "INSERT INTO vms (id, name, owner_id, host_id, image_id, flavor_id, vcpus, memory_mib, disk_gib,"
-            " hostname, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'building', ?, ?)",
+            " hostname, storage, state, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'building', ?, ?)",
             [vm_id, v["name"], user["id"], host["id"], image["id"], flavor["id"], flavor["vcpus"],
-             flavor["memory_mib"], flavor["disk_gib"], v["hostname"], stamp, stamp],
+             flavor["memory_mib"], flavor["disk_gib"], v["hostname"], v["storage"], stamp, stamp],
         )
         nics: list[dict[str, Any]] = []
         for idx, entry in enumerate(v["nets"]):
@@ -116,7 +122,7 @@ def create(core: Core, body: dict[str, Any], user: dict[str, Any]) -> dict[str, 
         "uuid": vm_id, "name": v["name"], "vcpus": flavor["vcpus"], "memory_mib": flavor["memory_mib"],
         "disk_gib": flavor["disk_gib"], "image_sha256": image["sha256"], "hostname": v["hostname"],
         "nics": nics, "ssh_keys": v["ssh_keys"], "password": body.get("password"),
-        "user_data": body.get("user_data"), "vm_id": vm_id, "owner": user["username"],
+        "user_data": body.get("user_data"), "vm_id": vm_id, "owner": user["username"], "storage": v["storage"],
     }
 
     sent = {"create": False}  # whether the host may hold a domain or disks of this VM
@@ -125,7 +131,11 @@ def create(core: Core, body: dict[str, Any], user: dict[str, Any]) -> dict[str, 
         agent = core.agent(host["id"])
         ctx.progress(10, f"caching image {image['name']} on {host['name']}")
         image_url = f"{core.config.agent_url}/agent/v1/images/{image['sha256']}"
-        agent.ensure_image(image["sha256"], image["size_bytes"], image_url)
+        if v["storage"] == "shared":
+            with shared_cache_lock(image["sha256"]):  # every host writes the same shared file
+                agent.ensure_image_in("shared", image["sha256"], image["size_bytes"], image_url)
+        else:
+            agent.ensure_image(image["sha256"], image["size_bytes"], image_url)
         ctx.progress(60, f"creating disks, seed and domain on {host['name']}")
         sent["create"] = True
         out = agent.create_vm(spec)
@@ -234,7 +244,7 @@ def destroy(core: Core, vm: dict[str, Any], user: dict[str, Any]) -> dict[str, A
 
 def detail(core: Core, vm: dict[str, Any]) -> dict[str, Any]:
     """Return a VM as the API shows it: state, host, addresses, disks."""
-    out = {k: vm[k] for k in ("id", "name", "state", "vcpus", "memory_mib", "disk_gib", "hostname",
+    out = {k: vm[k] for k in ("id", "name", "state", "vcpus", "memory_mib", "disk_gib", "hostname", "storage",
                               "created_at", "updated_at")}
     host = core.db.one("SELECT id, name FROM hosts WHERE id = ?", [vm["host_id"]]) if vm["host_id"] else None
     out["host"] = host

@@ -62,10 +62,11 @@ def wait_guest_agent(api: Api, name: str, timeout: float = 180) -> dict | None:
     return None
 
 
-def create_vm(api: Api, name: str, ip: str | None = None, host: str | None = None, wait: bool = True) -> dict:
+def create_vm(api: Api, name: str, ip: str | None = None, host: str | None = None, wait: bool = True,
+              storage: str = "local") -> dict:
     """Create a VM through the API; with wait, return the finished task."""
     body: dict = {"name": name, "image": "debian12", "flavor": "small", "networks": [{"network": "lab"}],
-                  "password": "labcloud-test-pw"}
+                  "password": "labcloud-test-pw", "storage": storage}
     if ip:
         body["networks"][0]["ip"] = ip
     if host:
