@@ -49,6 +49,8 @@ def check(core: Core, vm: dict[str, Any], body: dict[str, Any]) -> dict[str, Any
         raise BadRequest("'host' must be a host name or id")
     if requested in (source["id"], source["name"]):
         raise Conflict(f"VM {vm['name']} already runs on {source['name']}; choose another host")
+    if requested is None and not core.db.one("SELECT 1 FROM hosts WHERE state = 'up' AND id != ?", [source["id"]]):
+        raise Conflict("no other host is up and out of maintenance; add a host or end maintenance")
     dest = place(core.db, need, requested, exclude=(source["id"],))
     if vm["storage"] == "shared" and not (_facts(source).get("shared_pool") and _facts(dest).get("shared_pool")):
         raise Conflict(f"{dest['name']} has no shared storage pool; the VM's disks are on shared storage")
