@@ -104,8 +104,15 @@ def heartbeat(core: Core, host: dict[str, Any], body: dict[str, Any]) -> dict[st
              json.dumps(facts), host["id"]],
         )
         seen = set()
+        stale = []
         for dom in domains:
             seen.add(dom.get("uuid"))
+            owner = core.db.one("SELECT host_id FROM vms WHERE id = ?", [dom.get("uuid")])
+            # A copy of a VM inventoried elsewhere, with no task moving it right now: evacuated while
+            # this host was down. (During a migration both hosts briefly hold the domain.)
+            if (owner and owner["host_id"] not in (None, host["id"]) and (dom.get("labcloud") or {}).get("vm_id")
+                    and not core.tasks.active_for_vm(dom["uuid"])):
+                stale.append(dom["uuid"])
             w.execute(
                 "UPDATE vms SET state = ?, updated_at = ? WHERE id = ? AND host_id = ?"
                 " AND state NOT IN ('building', 'deleting') AND state != ?",
@@ -117,7 +124,33 @@ def heartbeat(core: Core, host: dict[str, Any], body: dict[str, Any]) -> dict[st
                               " 'paused', 'unknown', 'crashed', 'suspended')", [host["id"]]):
             if vm["id"] not in seen:
                 w.execute("UPDATE vms SET state = 'missing', updated_at = ? WHERE id = ?", [now(), vm["id"]])
+    if stale and host["state"] == "down":
+        log.warning("host %s came back with %d stale VM copies; removing them", host["name"], len(stale))
+    if stale:
+        _remove_stale_in_background(core, host, stale, force=host["state"] == "down")
     return {"ok": True, "interval_s": 3}
+
+
+_reconciling: set[str] = set()
+
+
+def _remove_stale_in_background(core: Core, host: dict[str, Any], stale: list[str], force: bool) -> None:
+    """Remove stale copies off the request thread, one run per host at a time."""
+    import threading
+
+    from controller.ops.hosts import remove_stale_copies
+
+    if host["id"] in _reconciling:
+        return
+    _reconciling.add(host["id"])
+
+    def run() -> None:
+        try:
+            remove_stale_copies(core, host, stale, force)
+        finally:
+            _reconciling.discard(host["id"])
+
+    threading.Thread(target=run, name=f"stale-{host['name']}", daemon=True).start()
 
 
 def mark_silent_hosts_down(core: Core) -> int:

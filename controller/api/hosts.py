@@ -74,6 +74,13 @@ def maintenance(ref: str) -> Any:
     return jsonify(out), 202 if out["task"] else 200
 
 
+@bp.post("/hosts/<ref>/evacuate")
+def evacuate(ref: str) -> Any:
+    """Admin: restart a down, fenced host's shared-storage VMs elsewhere ({"confirm_fenced": true})."""
+    u = require_admin()
+    return jsonify({"task": host_ops.evacuate(core(), _find(ref), body(), u)}), 202
+
+
 @bp.patch("/hosts/<ref>")
 def update_host(ref: str) -> Any:
     """Admin: change a host's allocation ratios or reserved memory."""

@@ -225,3 +225,38 @@ def test_libvirt_refuses_clients_without_a_labcloud_host_certificate(cloud: LabC
     plain = subprocess.run(["virsh", "-c", f"qemu+tcp://{h2.address}/system", "hostname"],
                            capture_output=True, text=True, timeout=60)
     assert plain.returncode != 0
+
+
+def test_evacuate_fenced_host_and_stale_copy_never_starts(cloud: LabCloud, api: Api) -> None:
+    ip = "10.213.0.133"
+    assert create_vm(api, "evac", ip=ip, host="h1", storage="shared")["state"] == "succeeded"
+    uuid = _vm(api, "evac")["id"]
+    h1, h2 = _host(cloud, "h1"), _host(cloud, "h2")
+    # h1 loses power: its agent, its guest and its libvirtd all stop.
+    cloud.stop_agent(h1)
+    h1.virsh("destroy", uuid)
+    h1.stop_libvirtd()
+    try:
+        deadline = time.monotonic() + 40
+        while api.call("GET", "/hosts/h1", expect=200).json()["host"]["state"] != "down":
+            assert time.monotonic() < deadline, "h1 not marked down"
+            time.sleep(1)
+        refused = api.call("POST", "/hosts/h1/evacuate", {})
+        assert refused.status_code == 400 and "confirm_fenced" in refused.json()["error"]["message"]
+        task = api.call("POST", "/hosts/h1/evacuate", {"confirm_fenced": True}, expect=202).json()["task"]
+        done = api.wait_task(task["id"], timeout=300)
+        assert done["state"] == "succeeded", done["error"]
+        vm = _vm(api, "evac")
+        assert vm["host"]["name"] == "h2" and vm["state"] == "running"
+        assert ping_until(ip), "the evacuated VM does not answer on its address"
+    finally:
+        h1.start_libvirtd()
+        cloud.start_agent(h1)
+    # h1 is back: its stale copy is removed, not started, and h2 keeps running the VM.
+    deadline = time.monotonic() + 60
+    while uuid in _domains(h1):
+        assert time.monotonic() < deadline, "the stale copy on h1 was not removed"
+        time.sleep(1)
+    assert h2.virsh("domstate", uuid).strip() == "running"
+    assert _vm(api, "evac")["host"]["name"] == "h2"
+    assert destroy_vm(api, "evac")["state"] == "succeeded"
