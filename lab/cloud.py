@@ -8,6 +8,7 @@ TLS between controller and agents, the cached Debian guest image.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import shutil
 import signal
@@ -182,7 +183,13 @@ class LabCloud:
         if not api.call("GET", "/networks", expect=200).json()["networks"]:
             api.call("POST", "/networks", {"name": "lab", "bridge": "br0", "cidr": self.lab.cidr,
                                            "gateway": self.lab.switch_address, "dns": [self.lab.switch_address],
-                                           "range": ["10.213.0.100", "10.213.0.199"]}, expect=201)
+                                           "range": list(self.vm_range)}, expect=201)
+
+    @property
+    def vm_range(self) -> tuple[str, str]:
+        """Return the first and last VM address of the lab network (.100 to .199)."""
+        net = ipaddress.ip_network(self.lab.cidr)
+        return str(net.network_address + 100), str(net.network_address + 199)
 
     def stop(self) -> None:
         """Stop agents and controller, then take the lab down."""
@@ -231,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         print("labcloud demo: building/reusing the guest image and starting the lab (a few minutes the first time)")
         cloud.start()
         print(f"""
-labcloud demo is up: {cloud.n_hosts} lab hosts, image debian12, flavor small, network lab (10.213.0.0/24).
+labcloud demo is up: {cloud.n_hosts} lab hosts, image debian12, flavor small, network lab ({cloud.lab.cidr}).
 
   Web UI and API:  {cloud.url}
   Username:        admin
