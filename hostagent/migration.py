@@ -83,9 +83,17 @@ class Migrations:
         """Remove what a failed incoming migration left; never touches a running domain or shared disks."""
         dom = self.hv.domain(uuid)
         if dom is not None:
-            if dom.isActive():
+            state, _reason = dom.state()
+            if state == libvirt.VIR_DOMAIN_RUNNING:
                 raise VerbError(f"domain {uuid} runs on this host; not removing it", 409, "running")
-            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+            try:
+                if dom.isActive():  # an incoming copy, paused until a migration that failed would finish
+                    dom.destroy()
+                if dom.isPersistent():
+                    dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                    raise from_libvirt(exc, f"removing the incoming copy of {uuid}") from exc
         deleted = self.storages["local"].delete_vm_volumes(uuid) if storage_kind == "local" else []
         return {"domain_removed": dom is not None, "volumes_deleted": deleted}
 

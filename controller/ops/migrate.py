@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from typing import Any
 
-from controller import events
+from controller import events, reqid
 from controller.agentclient import AgentClient, AgentError
 from controller.core import Core
 from controller.db import now
@@ -115,7 +116,9 @@ def run_migration(core: Core, vm: dict[str, Any], dest: dict[str, Any], body: di
             try:
                 dst.abort_incoming(vm["id"], storage)
             except AgentError as cleanup:
-                log.error("could not clean %s after a failed migration: %s", dest["name"], cleanup)
+                log.warning("could not clean %s yet after a failed migration (%s); retrying in the background",
+                            dest["name"], cleanup)
+                _clean_later(dst, vm["id"], storage)
             events.record(core.db, "vm.migrate", "vm", vm["id"], "failed", str(exc), user["username"])
             raise
     if storage == "local":
@@ -133,12 +136,48 @@ def run_migration(core: Core, vm: dict[str, Any], dest: dict[str, Any], body: di
     return {"vm_id": vm["id"], "from": source["name"], "to": dest["name"], "live": live}
 
 
-def _where_is(uuid: str, src: AgentClient, dst: AgentClient) -> str:
-    """Return 'dest' if the destination runs the domain, else 'source'."""
+def _state_on(agent: AgentClient, uuid: str) -> str | None:
+    """Return the domain's state on a host, 'absent', or None when the host cannot say."""
     try:
-        return "dest" if dst.vm(uuid).get("state") == "running" else "source"
-    except AgentError:
-        return "source"
+        return str(agent.vm(uuid).get("state"))
+    except AgentError as exc:
+        return "absent" if exc.status == 404 else None
+
+
+def _where_is(uuid: str, src: AgentClient, dst: AgentClient) -> str:
+    """Return 'dest' only if the destination runs the domain and the source does not; else 'source'.
+
+    An incoming copy on the destination is paused until the migration finishes, so only
+    a running domain there means the migration completed.
+    """
+    on_source, on_dest = _state_on(src, uuid), _state_on(dst, uuid)
+    return "dest" if on_dest == "running" and on_source != "running" else "source"
+
+
+CLEANUP_RETRY_S = 5.0
+CLEANUP_RETRIES = 36  # three minutes: long enough for a destination's libvirtd to come back
+
+
+def _clean_later(dst: AgentClient, uuid: str, storage: str) -> None:
+    """Keep asking the destination to drop a failed incoming copy until it can (bounded)."""
+    request_id = reqid.get()
+
+    def run() -> None:
+        reqid.set(request_id)
+        for _ in range(CLEANUP_RETRIES):
+            time.sleep(CLEANUP_RETRY_S)
+            try:
+                dst.abort_incoming(uuid, storage)
+            except AgentError as exc:
+                if exc.status == 409 and exc.code == "running":
+                    log.error("%s runs %s after a failed migration; left for the operator", dst.name, uuid)
+                    return
+                continue
+            log.info("removed the failed incoming copy of %s from %s", uuid, dst.name)
+            return
+        log.error("gave up removing the failed incoming copy of %s from %s", uuid, dst.name)
+
+    threading.Thread(target=run, name=f"clean-{uuid[:8]}", daemon=True).start()
 
 
 def _live(core: Core, vm: dict[str, Any], source: dict[str, Any], dest: dict[str, Any], src: AgentClient,

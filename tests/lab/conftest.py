@@ -31,6 +31,19 @@ def api(cloud: LabCloud) -> Api:
     return cloud.api
 
 
+@pytest.fixture
+def cleanup(api: Api) -> Iterator[list[str]]:
+    """Names of VMs a test made; they are destroyed afterwards, also when the test failed."""
+    names: list[str] = []
+    yield names
+    for name in names:
+        if api.call("GET", f"/vms/{name}").status_code == 200:
+            try:
+                destroy_vm(api, name)
+            except Exception as exc:  # keep cleaning the others
+                print(f"cleanup: could not destroy {name}: {exc}")
+
+
 def ping_until(address: str, timeout: float = 240) -> bool:
     """Ping from the lab switch (root namespace) until an answer, at most timeout seconds."""
     deadline = time.monotonic() + timeout

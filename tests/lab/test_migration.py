@@ -72,7 +72,9 @@ class Pinger:
         return (sent - received) * 0.2
 
 
-def _live_migration_keeps_guest(cloud: LabCloud, api: Api, name: str, ip: str, storage: str) -> None:
+def _live_migration_keeps_guest(cloud: LabCloud, api: Api, cleanup: list[str], name: str, ip: str,
+                                storage: str) -> None:
+    cleanup.append(name)
     task = create_vm(api, name, ip=ip, host="h1", storage=storage)
     assert task["state"] == "succeeded", task["error"]
     uuid = _vm(api, name)["id"]
@@ -95,15 +97,16 @@ def _live_migration_keeps_guest(cloud: LabCloud, api: Api, name: str, ip: str, s
     assert destroy_vm(api, name)["state"] == "succeeded"
 
 
-def test_live_migration_over_shared_storage(cloud: LabCloud, api: Api) -> None:
-    _live_migration_keeps_guest(cloud, api, "mig-shared", "10.213.0.130", "shared")
+def test_live_migration_over_shared_storage(cloud: LabCloud, api: Api, cleanup: list[str]) -> None:
+    _live_migration_keeps_guest(cloud, api, cleanup, "mig-shared", "10.213.0.130", "shared")
 
 
-def test_live_migration_copying_local_disks(cloud: LabCloud, api: Api) -> None:
-    _live_migration_keeps_guest(cloud, api, "mig-local", "10.213.0.131", "local")
+def test_live_migration_copying_local_disks(cloud: LabCloud, api: Api, cleanup: list[str]) -> None:
+    _live_migration_keeps_guest(cloud, api, cleanup, "mig-local", "10.213.0.131", "local")
 
 
-def test_offline_migration_of_stopped_vm(cloud: LabCloud, api: Api) -> None:
+def test_offline_migration_of_stopped_vm(cloud: LabCloud, api: Api, cleanup: list[str]) -> None:
+    cleanup.extend(["mig-offline"])
     ip = "10.213.0.132"
     assert create_vm(api, "mig-offline", ip=ip, host="h1")["state"] == "succeeded"
     uuid = _vm(api, "mig-offline")["id"]
@@ -125,13 +128,14 @@ def _wait_migrating(api: Api, task_id: str, timeout: float = 120) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         task = api.call("GET", f"/tasks/{task_id}", expect=200).json()["task"]
-        if task["state"] != "running" or "MiB left" in task["message"]:
+        if task["state"] in ("succeeded", "failed") or "MiB left" in task["message"]:
             return task
         time.sleep(0.3)
     raise AssertionError("the migration never started transferring")
 
 
-def test_destination_libvirtd_killed_during_migration(cloud: LabCloud, api: Api) -> None:
+def test_destination_libvirtd_killed_during_migration(cloud: LabCloud, api: Api, cleanup: list[str]) -> None:
+    cleanup.extend(["mig-kill"])
     assert create_vm(api, "mig-kill", host="h1", storage="shared")["state"] == "succeeded"
     uuid = _vm(api, "mig-kill")["id"]
     h1, h2 = _host(cloud, "h1"), _host(cloud, "h2")
@@ -157,7 +161,8 @@ def test_destination_libvirtd_killed_during_migration(cloud: LabCloud, api: Api)
     assert destroy_vm(api, "mig-kill")["state"] == "succeeded"
 
 
-def test_cancel_during_long_migration(cloud: LabCloud, api: Api) -> None:
+def test_cancel_during_long_migration(cloud: LabCloud, api: Api, cleanup: list[str]) -> None:
+    cleanup.extend(["mig-cancel"])
     assert create_vm(api, "mig-cancel", host="h1")["state"] == "succeeded"
     uuid = _vm(api, "mig-cancel")["id"]
     task = _migrate(api, "mig-cancel", {"host": "h2", "bandwidth_mib": 1})
@@ -172,7 +177,8 @@ def test_cancel_during_long_migration(cloud: LabCloud, api: Api) -> None:
     assert destroy_vm(api, "mig-cancel")["state"] == "succeeded"
 
 
-def test_maintenance_drains_host(cloud: LabCloud, api: Api) -> None:
+def test_maintenance_drains_host(cloud: LabCloud, api: Api, cleanup: list[str]) -> None:
+    cleanup.extend(["drain-a", "drain-b", "drain-new"])
     for name in ("drain-a", "drain-b"):
         assert create_vm(api, name, host="h1")["state"] == "succeeded"
     out = api.call("POST", "/hosts/h1/maintenance", {"enabled": True}, expect=202).json()
@@ -188,9 +194,6 @@ def test_maintenance_drains_host(cloud: LabCloud, api: Api) -> None:
         assert api.call("GET", "/hosts/h1", expect=200).json()["host"]["state"] == "maintenance"
     finally:
         api.call("POST", "/hosts/h1/maintenance", {"enabled": False}, expect=200)
-        for name in ("drain-a", "drain-b", "drain-new"):
-            if api.call("GET", f"/vms/{name}").status_code == 200:
-                destroy_vm(api, name)
     assert api.call("GET", "/hosts/h1", expect=200).json()["host"]["state"] == "up"
 
 
@@ -227,7 +230,8 @@ def test_libvirt_refuses_clients_without_a_labcloud_host_certificate(cloud: LabC
     assert plain.returncode != 0
 
 
-def test_evacuate_fenced_host_and_stale_copy_never_starts(cloud: LabCloud, api: Api) -> None:
+def test_evacuate_fenced_host_and_stale_copy_never_starts(cloud: LabCloud, api: Api, cleanup: list[str]) -> None:
+    cleanup.extend(["evac"])
     ip = "10.213.0.133"
     assert create_vm(api, "evac", ip=ip, host="h1", storage="shared")["state"] == "succeeded"
     uuid = _vm(api, "evac")["id"]

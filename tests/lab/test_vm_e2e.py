@@ -27,7 +27,8 @@ def _run_action(api: Api, name: str, action: str) -> dict:
     return api.wait_task(task["id"], timeout=300)
 
 
-def test_vm_with_static_ip_lifecycle(cloud: LabCloud, api: Api) -> None:
+def test_vm_with_static_ip_lifecycle(cloud: LabCloud, api: Api, cleanup: list[str]) -> None:
+    cleanup.append("e2e-static")
     ip = "10.213.0.120"
     task = create_vm(api, "e2e-static", ip=ip)
     assert task["state"] == "succeeded", task["error"]
@@ -72,7 +73,8 @@ def test_vm_with_static_ip_lifecycle(cloud: LabCloud, api: Api) -> None:
     assert ip not in [a["address"] for a in held]
 
 
-def test_two_concurrent_creates_land_on_different_hosts(cloud: LabCloud, api: Api) -> None:
+def test_two_concurrent_creates_land_on_different_hosts(cloud: LabCloud, api: Api, cleanup: list[str]) -> None:
+    cleanup.extend(["e2e-spread-a", "e2e-spread-b", "e2e-spread-c"])
     hosts = api.call("GET", "/hosts", expect=200).json()["hosts"]
     try:
         for h in hosts:  # room for exactly one 512 MiB VM per host
@@ -80,7 +82,10 @@ def test_two_concurrent_creates_land_on_different_hosts(cloud: LabCloud, api: Ap
         results: dict[str, dict] = {}
 
         def make(name: str) -> None:
-            results[name] = create_vm(api, name)
+            try:
+                results[name] = create_vm(api, name)
+            except Exception as exc:  # reported by the assertion below, not as a thread warning
+                results[name] = {"state": "error", "error": str(exc)}
 
         threads = [threading.Thread(target=make, args=(n,)) for n in ("e2e-spread-a", "e2e-spread-b")]
         for t in threads:
@@ -125,6 +130,18 @@ def test_silent_host_goes_down_and_comes_back(cloud: LabCloud, api: Api) -> None
     after = api.call("GET", "/hosts", expect=200).json()["hosts"]
     assert [(h["id"], h["name"], h["state"]) for h in after] == [(h["id"], h["name"], "up") for h in before]
     assert [v["id"] for v in api.call("GET", "/vms", expect=200).json()["vms"]] == [v["id"] for v in vms_before]
+
+
+def test_virsh_destroy_by_hand_shows_within_seconds(cloud: LabCloud, api: Api, cleanup: list[str]) -> None:
+    cleanup.append("e2e-byhand")
+    assert create_vm(api, "e2e-byhand", host="h1")["state"] == "succeeded"
+    vm = api.call("GET", "/vms/e2e-byhand", expect=200).json()["vm"]
+    _lab_host(cloud, "h1").virsh("destroy", vm["id"])
+    started = time.monotonic()
+    while api.call("GET", "/vms/e2e-byhand", expect=200).json()["vm"]["state"] != "shutoff":
+        assert time.monotonic() - started < 10, "the inventory did not see the VM shut off within 10 s"
+        time.sleep(0.25)
+    assert destroy_vm(api, "e2e-byhand")["state"] == "succeeded"
 
 
 def test_nothing_left_in_libvirt_after_destroys(cloud: LabCloud) -> None:
