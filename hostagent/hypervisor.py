@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 import libvirt
 
@@ -46,6 +47,25 @@ class Hypervisor:
         self.uri = uri
         self._conn: libvirt.virConnect | None = None
         self._lock = threading.Lock()
+        self._lifecycle_listeners: list[Callable[[str, int], None]] = []
+
+    def on_lifecycle(self, listener: Callable[[str, int], None]) -> None:
+        """Call listener(domain_uuid, event) on every domain lifecycle event (needs start_event_loop)."""
+        self._lifecycle_listeners.append(listener)
+        with self._lock:
+            if self._conn is not None:
+                self._register_events(self._conn)
+
+    def _register_events(self, conn: libvirt.virConnect) -> None:
+        def dispatch(_conn: object, dom: libvirt.virDomain, event: int, _detail: int, _opaque: object) -> None:
+            for listener in self._lifecycle_listeners:
+                try:
+                    listener(dom.UUIDString(), event)
+                except Exception:
+                    log.exception("lifecycle listener failed")
+
+        if self._lifecycle_listeners and _loop_started:
+            conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, dispatch, None)
 
     @property
     def conn(self) -> libvirt.virConnect:
@@ -64,6 +84,7 @@ class Hypervisor:
                 raise from_libvirt(exc, f"cannot connect to {self.uri} (is libvirtd running?)") from exc
             if not self.uri.startswith("test://"):
                 conn.setKeepAlive(5, 3)
+            self._register_events(conn)  # a new connection has no callbacks yet
             self._conn = conn
             return conn
 
