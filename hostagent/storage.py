@@ -7,6 +7,7 @@ import logging
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import libvirt
 from lxml import etree
@@ -123,26 +124,17 @@ class Storage:
             return self._upload(name, sha256, size, chunks), True
 
     def _upload(self, name: str, sha256: str, size: int, chunks: Iterable[bytes]) -> str:
-        conn = self.hv.conn
         try:
             # Base images are shared read-only by many VMs: world-readable so QEMU can open them.
             vol = self.pool.createXML(_volume_xml(name, size, "raw", mode="0644"), 0)
         except libvirt.libvirtError as exc:
             raise from_libvirt(exc, f"creating volume {name}") from exc
-        digest, written = hashlib.sha256(), 0
-        stream = conn.newStream(0)
+        digest = hashlib.sha256()
         try:
-            vol.upload(stream, 0, size, 0)
-            for chunk in chunks:
-                digest.update(chunk)
-                written += len(chunk)
-                _send_all(stream, chunk)
-            stream.finish()
+            written = self._stream_into(vol, size, chunks, digest)
+        except libvirt.libvirtError as exc:
+            raise from_libvirt(exc, f"writing image {name}") from exc
         except Exception as exc:
-            _abort(stream)
-            vol.delete(0)
-            if isinstance(exc, libvirt.libvirtError):
-                raise from_libvirt(exc, f"writing image {name}") from exc
             raise VerbError(f"fetching image {sha256} failed: {exc}", 502, "fetch_failed") from exc
         if digest.hexdigest() != sha256 or written != size:
             vol.delete(0)
@@ -187,23 +179,37 @@ class Storage:
             vol = self.pool.createXML(_volume_xml(name, size, "raw"), 0)
         except libvirt.libvirtError as exc:
             raise from_libvirt(exc, f"creating volume {name}") from exc
-        stream = self.hv.conn.newStream(0)
-        written = 0
         try:
-            vol.upload(stream, 0, size, 0)
-            for chunk in chunks:
-                written += len(chunk)
-                _send_all(stream, chunk)
-            stream.finish()
+            written = self._stream_into(vol, size, chunks)
         except Exception as exc:
-            _abort(stream)
-            vol.delete(0)
             raise VerbError(f"receiving {name} failed: {exc}", 502, "copy_failed") from exc
         if written != size:
             vol.delete(0)
             raise VerbError(f"received {written} of {size} bytes of {name}; retry", 502, "copy_failed")
         self.pool.refresh(0)  # libvirt probes the copied file's format (qcow2 with its backing image)
         return vol.path()
+
+    def _stream_into(self, vol: libvirt.virStorageVol, size: int, chunks: Iterable[bytes],
+                     digest: Any = None) -> int:
+        """Upload chunks into a new volume through a libvirt stream; return bytes written.
+
+        On any failure the stream is aborted and the volume deleted, so no partial file stays.
+        """
+        stream = self.hv.conn.newStream(0)
+        written = 0
+        try:
+            vol.upload(stream, 0, size, 0)
+            for chunk in chunks:
+                if digest is not None:
+                    digest.update(chunk)
+                written += len(chunk)
+                _send_all(stream, chunk)
+            stream.finish()
+        except BaseException:
+            _abort(stream)
+            vol.delete(0)
+            raise
+        return written
 
     def create_overlay(self, uuid: str, sha256: str, size_bytes: int) -> str:
         """Create (once) a VM's qcow2 root volume backed by a cached image; return its path."""
@@ -230,10 +236,7 @@ class Storage:
             old.delete(0)
         try:
             vol = self.pool.createXML(_volume_xml(name, len(data), "raw"), 0)
-            stream = self.hv.conn.newStream(0)
-            vol.upload(stream, 0, len(data), 0)
-            _send_all(stream, data)
-            stream.finish()
+            self._stream_into(vol, len(data), [data])
         except libvirt.libvirtError as exc:
             raise from_libvirt(exc, f"writing seed {name}") from exc
         return vol.path()
