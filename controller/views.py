@@ -29,20 +29,23 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
-def vm_summaries(db: Database, user: dict[str, Any], search: str = "", state: str = "",
-                 host: str = "") -> list[dict[str, Any]]:
-    """Return the VMs the user may see, filtered, with host, owner, image, flavor and NICs (3 queries)."""
+def vm_summaries(db: Database, user: dict[str, Any] | None, search: str = "", state: str = "",
+                 host: str = "", vm_id: str = "") -> list[dict[str, Any]]:
+    """Return the VMs the user may see (None: any), filtered, with host, owner, image, flavor and NICs (2 queries)."""
     sql = (
-        "SELECT v.id, v.name, v.state, v.vcpus, v.memory_mib, v.disk_gib, v.hostname, v.created_at,"
+        "SELECT v.id, v.name, v.state, v.vcpus, v.memory_mib, v.disk_gib, v.hostname, v.storage, v.created_at,"
         " v.updated_at, v.host_id, h.name AS host_name, h.state AS host_state, u.username AS owner,"
         " i.name AS image, f.name AS flavor FROM vms v LEFT JOIN hosts h ON h.id = v.host_id"
         " LEFT JOIN users u ON u.id = v.owner_id LEFT JOIN images i ON i.id = v.image_id"
         " LEFT JOIN flavors f ON f.id = v.flavor_id WHERE 1 = 1"
     )
     params: list[Any] = []
-    if not is_admin(user):
+    if user is not None and not is_admin(user):
         sql += " AND v.owner_id = ?"
         params.append(user["id"])
+    if vm_id:
+        sql += " AND v.id = ?"
+        params.append(vm_id)
     if state:
         sql += " AND v.state = ?"
         params.append(state)
@@ -67,11 +70,11 @@ def _nics_by_vm(db: Database, vm_ids: list[str]) -> dict[str, list[dict[str, Any
     if not vm_ids:
         return {}
     out: dict[str, list[dict[str, Any]]] = {}
-    wanted = set(vm_ids)
     for nic in db.all("SELECT n.vm_id, n.idx, n.mac, n.address, w.name AS network FROM vm_nics n"
-                      " JOIN networks w ON w.id = n.network_id ORDER BY n.vm_id, n.idx"):
-        if nic["vm_id"] in wanted:
-            out.setdefault(nic["vm_id"], []).append(nic)
+                      " JOIN networks w ON w.id = n.network_id"
+                      " WHERE n.vm_id IN (SELECT value FROM json_each(?)) ORDER BY n.vm_id, n.idx",
+                      [json.dumps(vm_ids)]):
+        out.setdefault(nic.pop("vm_id"), []).append(nic)
     return out
 
 

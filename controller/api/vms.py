@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 
+from controller import views
 from controller.api.common import body, core, user
 from controller.ops import migrate, vms
 
@@ -15,12 +16,7 @@ bp = Blueprint("api_vms", __name__)
 @bp.get("/vms")
 def list_vms() -> Any:
     """List the VMs the caller may see (admins see all)."""
-    c, u = core(), user()
-    if u["role"] == "admin":
-        rows = c.db.all("SELECT * FROM vms ORDER BY name")
-    else:
-        rows = c.db.all("SELECT * FROM vms WHERE owner_id = ? ORDER BY name", [u["id"]])
-    return jsonify({"vms": [vms.detail(c, r) for r in rows]})
+    return jsonify({"vms": [vms.present(r) for r in views.vm_summaries(core().db, user())]})
 
 
 @bp.post("/vms")

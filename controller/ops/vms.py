@@ -18,6 +18,7 @@ from controller.errors import BadRequest, Conflict, NotFound
 from controller.ops.images import shared_cache_lock
 from controller.scheduler import Need, place
 from controller.tasks import TaskContext, TaskFailed
+from controller.views import vm_summaries
 
 log = logging.getLogger(__name__)
 
@@ -242,21 +243,18 @@ def destroy(core: Core, vm: dict[str, Any], user: dict[str, Any]) -> dict[str, A
     return core.tasks.get(task_id)
 
 
-def detail(core: Core, vm: dict[str, Any]) -> dict[str, Any]:
-    """Return a VM as the API shows it: state, host, addresses, disks."""
-    out = {k: vm[k] for k in ("id", "name", "state", "vcpus", "memory_mib", "disk_gib", "hostname", "storage",
-                              "created_at", "updated_at")}
-    host = core.db.one("SELECT id, name FROM hosts WHERE id = ?", [vm["host_id"]]) if vm["host_id"] else None
-    out["host"] = host
-    owner = core.db.one("SELECT username FROM users WHERE id = ?", [vm["owner_id"]])
-    out["owner"] = owner["username"] if owner else None
-    out["nics"] = core.db.all(
-        "SELECT n.idx, n.mac, n.address, w.name AS network FROM vm_nics n JOIN networks w ON w.id = n.network_id"
-        " WHERE n.vm_id = ? ORDER BY n.idx", [vm["id"]])
-    out["ips"] = [n["address"] for n in out["nics"]]
-    image = core.db.one("SELECT name FROM images WHERE id = ?", [vm["image_id"]])
-    flavor = core.db.one("SELECT name FROM flavors WHERE id = ?", [vm["flavor_id"]])
-    out["image"] = image["name"] if image else None
-    out["flavor"] = flavor["name"] if flavor else None
-    out["disks"] = [{"name": "root", "size_gib": vm["disk_gib"], "backing_image": out["image"]}]
+def present(row: dict[str, Any]) -> dict[str, Any]:
+    """Return a row of views.vm_summaries as the API shows a VM: state, host, addresses, disks."""
+    out = {k: row[k] for k in ("id", "name", "state", "vcpus", "memory_mib", "disk_gib", "hostname", "storage",
+                               "created_at", "updated_at", "owner", "image", "flavor", "nics", "ips")}
+    out["host"] = {"id": row["host_id"], "name": row["host_name"]} if row["host_id"] else None
+    out["disks"] = [{"name": "root", "size_gib": row["disk_gib"], "backing_image": row["image"]}]
     return out
+
+
+def detail(core: Core, vm: dict[str, Any]) -> dict[str, Any]:
+    """Return one VM (already authorised) as the API shows it."""
+    rows = vm_summaries(core.db, None, vm_id=vm["id"])
+    if not rows:
+        raise NotFound(f"VM {vm['name']} not found")
+    return present(rows[0])
