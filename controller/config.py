@@ -20,7 +20,7 @@ class Config:
     admin_password: str | None = None           # else generated and printed once
     host_down_after_s: float = 20.0
     sync_interval_s: float = 5.0
-    task_workers: int = 8
+    task_workers: int = 32                      # a burst of creates reaches the agents at once
     join_token_ttl_s: int = 3600
     lab_mode: bool = False
 
@@ -63,5 +63,6 @@ class Config:
         if "LABCLOUD_SERVER_NAMES" in env:
             cfg.server_names = [n for n in env["LABCLOUD_SERVER_NAMES"].split(",") if n]
         cfg.admin_password = env.get("LABCLOUD_ADMIN_PASSWORD") or None
+        cfg.task_workers = int(env.get("LABCLOUD_TASK_WORKERS", cfg.task_workers))
         cfg.lab_mode = env.get("LABCLOUD_LAB_MODE", "") == "1"
         return cfg

@@ -10,8 +10,9 @@ from controller.auth import LoginThrottle
 from controller.config import Config
 from controller.db import Database
 from controller.errors import Conflict
-from controller.pki import CONTROLLER_CLIENT_CN, CertificateAuthority
+from controller.pki import CertificateAuthority
 from controller.tasks import TaskRunner
+from controller.tls import CONTROLLER_CLIENT_CN
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-CONTROLLER_CLIENT_CN = "labcloud-controller"
 HOST_CN_PREFIX = "labcloud-host:"
 
 

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import logging
 import signal
-import ssl
 import threading
 from types import FrameType
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from cheroot import wsgi
-from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from controller.agentapi import create_agent_app
 from controller.app import create_app
@@ -18,21 +16,9 @@ from controller.config import Config
 from controller.core import Core
 from controller.hosts import mark_silent_hosts_down
 from controller.pki import fingerprint
+from controller.tls import tls_adapter
 
 log = logging.getLogger(__name__)
-
-
-def tls_adapter(cert: str, key: str, client_ca: str | None = None) -> BuiltinSSLAdapter:
-    """Return a TLS adapter; with client_ca, clients must present a certificate it signed."""
-    adapter = BuiltinSSLAdapter(cert, key)
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(cert, key)
-    if client_ca:
-        ctx.verify_mode = ssl.CERT_REQUIRED
-        ctx.load_verify_locations(client_ca)
-    adapter.context = ctx
-    return adapter
 
 
 def serve(config: Config) -> None:

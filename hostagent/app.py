@@ -12,7 +12,7 @@ import requests
 from flask import Flask, Response, jsonify, request
 
 from controller import reqid
-from controller.pki import CONTROLLER_CLIENT_CN
+from controller.tls import CONTROLLER_CLIENT_CN
 from hostagent.config import AgentConfig
 from hostagent.errors import VerbError
 from hostagent.hypervisor import Hypervisor

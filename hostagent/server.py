@@ -11,7 +11,7 @@ import requests
 from cheroot import wsgi
 
 from controller import reqid
-from controller.server import tls_adapter
+from controller.tls import tls_adapter
 from hostagent.app import Agent, create_agent_app
 from hostagent.config import AgentConfig
 from hostagent.hypervisor import start_event_loop
