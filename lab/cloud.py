@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,13 +42,25 @@ class Api:
     url: str
     ca: Path
     token: str = ""
-    session: requests.Session = field(default_factory=requests.Session)
+    _local: threading.local = field(default_factory=threading.local, repr=False, compare=False)
+
+    @property
+    def session(self) -> requests.Session:
+        """Return this thread's session: tests call the API from many threads at once.
+
+        trust_env is off, or REQUESTS_CA_BUNDLE could take the place of the controller's CA.
+        """
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+            session.trust_env = False
+            session.verify = str(self.ca)
+        return session
 
     def call(self, method: str, path: str, body: Any = None, expect: int | None = None) -> Any:
         """Call the API; with expect, raise unless the status matches."""
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        resp = self.session.request(method, self.url + "/api/v1" + path, json=body, headers=headers,
-                                    verify=str(self.ca), timeout=60)
+        resp = self.session.request(method, self.url + "/api/v1" + path, json=body, headers=headers, timeout=60)
         if expect is not None and resp.status_code != expect:
             raise CloudError(f"{method} {path}: HTTP {resp.status_code}: {resp.text[:500]}")
         return resp
