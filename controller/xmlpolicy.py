@@ -352,12 +352,14 @@ def check_member(new: etree._Element, current: etree._Element, limits: Limits) -
     """Apply SPEC §7 for a non-admin: raise PolicyError naming the first offending element."""
     if new.get("type") != current.get("type"):
         raise _deny(new, "the virtualisation type is the host's", "type")
-    _check_tree(new, current)
-    _check_resources(new, limits)
+    # The device checks come first so a refusal names the device and says why, before the
+    # default deny would name one of its children.
     _check_disks(new, current)
     _check_nics(new, current)
     _check_graphics(new, current)
     _check_devices(new)
+    _check_tree(new, current)
+    _check_resources(new, limits)
 
 
 def libvirt_line(message: str) -> int | None:
