@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, jsonify
 
 from controller.api.common import body, core, user
+from controller.errors import NotFound
 from controller.ops import vms
 from controller.ops import xml as ops
 
@@ -34,11 +35,14 @@ def xml_history(ref: str) -> Any:
     return jsonify({"history": ops.history(c, vms.find_vm(c, ref, user()))})
 
 
-@bp.get("/vms/<ref>/xml/history/<int:version>")
-def xml_version(ref: str, version: int) -> Any:
+@bp.get("/vms/<ref>/xml/history/<version>")
+def xml_version(ref: str, version: str) -> Any:
     """Return one version of the VM's XML."""
     c = core()
-    return jsonify(ops.version(c, vms.find_vm(c, ref, user()), version))
+    vm = vms.find_vm(c, ref, user())
+    if not version.isdigit():
+        raise NotFound(f"{version!r} is not a version number; list them with GET .../xml/history")
+    return jsonify(ops.version(c, vm, int(version)))
 
 
 @bp.post("/vms/<ref>/xml/revert")
