@@ -362,7 +362,18 @@ def check_member(new: etree._Element, current: etree._Element, limits: Limits) -
     _check_resources(new, limits)
 
 
-def libvirt_line(message: str) -> int | None:
-    """Return the line number libvirt's message names, if it names one."""
+def libvirt_location(message: str, root: etree._Element) -> tuple[int | None, str | None]:
+    """Return (line, element) that libvirt's message points at, as far as it says.
+
+    libvirt names a line for parse errors only; a schema failure ("Extra element on_crash in
+    interleave") names an element, which is looked up in the submitted document.
+    """
     found = re.search(r"\bline (\d+)", message) or re.search(r"\(domain_definition\):(\d+):", message)
-    return int(found.group(1)) if found else None
+    if found:
+        return int(found.group(1)), None
+    for name in re.findall(r"[Ee]lement ([A-Za-z][\w.-]*)", message):
+        if name == "domain":
+            continue
+        for el in root.iter(name):
+            return line_of(el), path_of(el)
+    return None, None

@@ -22,7 +22,7 @@ from controller.errors import BadRequest, Conflict, NotFound, XmlRejected
 from controller.ops.vms import detail
 from controller.xmlpolicy import PolicyError
 
-SOURCES = ("initial", "create", "edit", "revert", "host")
+SOURCES = ("create", "edit", "revert", "host")
 
 
 def _agent(core: Core, vm: dict[str, Any]) -> AgentClient:
@@ -62,7 +62,7 @@ def _sync(core: Core, vm: dict[str, Any], xml: str) -> int:
     with core.db.write():
         latest = _latest(core, vm["id"])
         if latest is None:
-            return _record(core, vm, xml, "initial", _owner(core, vm))
+            return _record(core, vm, xml, "create", _owner(core, vm))
         if latest["xml"] != xml:  # changed outside labcloud (virsh on the host, a migration)
             return _record(core, vm, xml, "host", None)
         return int(latest["version"])
@@ -81,7 +81,7 @@ def history(core: Core, vm: dict[str, Any]) -> list[dict[str, Any]]:
             current(core, vm)
         except (AgentError, Conflict):
             if vm.get("domain_xml"):  # the host is away: the XML the create left is the original
-                _record(core, vm, vm["domain_xml"], "initial", _owner(core, vm))
+                _record(core, vm, vm["domain_xml"], "create", _owner(core, vm))
     return core.db.all("SELECT version, author, created_at, diff, source FROM vm_xml_history WHERE vm_id = ?"
                        " ORDER BY version DESC", [vm["id"]])
 
@@ -183,8 +183,8 @@ def apply(core: Core, vm: dict[str, Any], user: dict[str, Any], body: dict[str, 
     except AgentError as exc:
         if exc.code not in ("libvirt_rejected", "invalid_xml"):
             raise
-        err = PolicyError(f"libvirt rejected the XML: {exc.detail}", None, xmlpolicy.libvirt_line(exc.detail),
-                          code="libvirt_rejected")
+        line, element = xmlpolicy.libvirt_location(exc.detail, new_root)
+        err = PolicyError(f"libvirt rejected the XML: {exc.detail.strip()}", element, line, code="libvirt_rejected")
         raise _refuse(core, vm, user, action, err) from exc
     new_xml = str(out["xml"])
     changed = new_xml != old_xml

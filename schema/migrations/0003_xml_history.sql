@@ -5,7 +5,7 @@ CREATE TABLE vm_xml_history (
     version INTEGER NOT NULL CHECK (version > 0),
     xml TEXT NOT NULL,
     diff TEXT NOT NULL DEFAULT '',
-    source TEXT NOT NULL,                -- create, edit, revert, initial
+    source TEXT NOT NULL,                -- create, edit, revert, host
     author TEXT,
     created_at TEXT NOT NULL,
     UNIQUE (vm_id, version)

@@ -58,7 +58,7 @@ def test_get_returns_libvirts_inactive_secure_xml_and_version_1(client: FlaskCli
     assert doc == {"xml": xhost.libvirt_xml(vm["id"]), "version": 1}
     assert "passwd=" in doc["xml"]  # the secure definition
     entry, = history(client, vm, auth)
-    assert entry["version"] == 1 and entry["source"] == "initial" and entry["diff"] == ""
+    assert entry["version"] == 1 and entry["source"] == "create" and entry["diff"] == ""
 
 
 def test_admin_edit_updates_libvirt_inventory_and_history(client: FlaskClient, core: Core, auth: dict[str, str],
@@ -144,7 +144,8 @@ def test_libvirts_own_message_comes_back(client: FlaskClient, auth: dict[str, st
     old = client.get(url(vm), headers=auth).get_json()["xml"]
     err = xml_error(put(client, vm, auth, old.replace("<on_crash>destroy</on_crash>",
                                                           "<on_crash>explode</on_crash>")), "libvirt_rejected")
-    assert "explode" in err["message"] or "validate" in err["message"].lower(), err["message"]
+    assert "failed to validate against schema" in err["message"], err["message"]
+    assert err["element"] == "on_crash" and err["line"] == old.count("\n", 0, old.index("<on_crash>")) + 1
 
 
 def test_removing_the_tracked_nic_is_an_inventory_conflict(client: FlaskClient, auth: dict[str, str],
@@ -174,7 +175,7 @@ def test_revert_restores_an_earlier_version(client: FlaskClient, auth: dict[str,
     assert doc["version"] == 3 and doc["changed"] is True and "-  <title>x</title>" in doc["diff"]
     assert xhost.libvirt_xml(vm["id"]) == original
     assert [(h["version"], h["source"]) for h in history(client, vm, auth)] == [(3, "revert"), (2, "edit"),
-                                                                                (1, "initial")]
+                                                                                (1, "create")]
     one = client.get(url(vm, "/history/1"), headers=auth).get_json()
     assert one["xml"] == original and one["version"] == 1 and one["author"]
     assert client.get(url(vm, "/history/9"), headers=auth).status_code == 404
