@@ -137,6 +137,14 @@ class AgentClient:
                              resp.status_code)
         return dict(resp.json())
 
+    def domain_xml(self, uuid: str) -> dict[str, Any]:
+        """Return libvirt's inactive, secure XML of a domain and its state."""
+        return self.call("GET", f"/vms/{uuid}/xml")
+
+    def define_xml(self, uuid: str, xml: str, restart: bool) -> dict[str, Any]:
+        """Replace a domain's persistent XML (libvirt validates it); restart it when asked."""
+        return self.call("PUT", f"/vms/{uuid}/xml", {"xml": xml, "restart": restart}, timeout=120)
+
     def guest_info(self, uuid: str) -> dict[str, Any]:
         """Ask qemu-guest-agent for hostname and addresses."""
         return self.call("GET", f"/vms/{uuid}/guest", timeout=30)

@@ -40,3 +40,13 @@ class Conflict(ApiError):
 
 class Unprocessable(ApiError):
     status, code = 422, "unprocessable"
+
+
+class XmlRejected(ApiError):
+    """Domain XML refused (malformed, policy, libvirt, inventory): names the line and element when known."""
+
+    status, code = 422, "invalid_xml"
+
+    def __init__(self, message: str, code: str, line: int | None = None, element: str | None = None) -> None:
+        super().__init__(message, code)
+        self.extra = {"line": line, "element": element}

@@ -19,6 +19,7 @@ from hostagent.hypervisor import Hypervisor
 from hostagent.migration import Migrations
 from hostagent.storage import CHUNK, Storage
 from hostagent.vms import Vms
+from hostagent.xmledit import XmlEdit
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ class Agent:
         if config.shared_pool_path:
             self.storages["shared"] = Storage(self.hv, config.pool_name + "-shared", config.shared_pool_path)
         self.vms = Vms(self.hv, self.storage, config.virt_type, self.storages)
+        self.xml = XmlEdit(self.hv)
         self.migrations = Migrations(self.hv, self.storages, config.libvirt_pki_dir)
         self.session = requests.Session()
         # Trust only labcloud's CA: requests lets REQUESTS_CA_BUNDLE override session.verify.
@@ -183,6 +185,15 @@ def create_agent_app(agent: Agent) -> Flask:
         stream = request.stream
         path = agent.storage.receive_volume(name, size, iter(lambda: stream.read(CHUNK), b""))
         return jsonify({"path": path})
+
+    @app.get("/v1/vms/<uuid>/xml")
+    def get_xml(uuid: str) -> Any:
+        return jsonify(agent.xml.get(uuid))
+
+    @app.put("/v1/vms/<uuid>/xml")
+    def define_xml(uuid: str) -> Any:
+        data = body()
+        return jsonify(agent.xml.define(uuid, str(data["xml"]), bool(data.get("restart"))))
 
     @app.get("/v1/vms/<uuid>/guest")
     def guest(uuid: str) -> Any:

@@ -40,6 +40,24 @@ def describe(dom: libvirt.virDomain, with_xml: bool = True) -> dict[str, Any]:
     return out
 
 
+def _cpu_count(spec: str) -> int:
+    """Count the CPUs of a list like '0-1,3'."""
+    count = 0
+    for part in filter(None, spec.split(",")):
+        first, _, last = part.partition("-")
+        count += int(last or first) - int(first) + 1
+    return count
+
+
+def _online_cpus(dom: libvirt.virDomain) -> int | None:
+    """Return how many vCPUs the guest sees online (qemu-guest-agent), or None when it cannot say."""
+    try:
+        info: Any = dom.guestVcpus()  # a dict, whatever the binding's annotation says
+        return _cpu_count(str(info.get("online", "")))
+    except (libvirt.libvirtError, ValueError):
+        return None
+
+
 class Vms:
     """The VM verbs of one host."""
 
@@ -175,4 +193,4 @@ class Vms:
             name: {"mac": data.get("hwaddr"), "addrs": [a["addr"] for a in data.get("addrs") or []]}
             for name, data in ifaces.items()
         }
-        return {"hostname": hostname, "interfaces": addresses}
+        return {"hostname": hostname, "interfaces": addresses, "cpus": _online_cpus(dom)}

@@ -16,9 +16,9 @@ from controller.errors import ApiError, Unauthorized
 PUBLIC_ENDPOINTS = {"api_auth.create_token", "api_hosts.join", "api_hosts.ca_certificate"}
 
 
-def error_response(status: int, code: str, message: str) -> Any:
-    """Return the API's error document."""
-    resp = jsonify({"error": {"code": code, "message": message, "request_id": reqid.get()}})
+def error_response(status: int, code: str, message: str, extra: dict[str, Any] | None = None) -> Any:
+    """Return the API's error document (with extra fields such as an XML error's line)."""
+    resp = jsonify({"error": {"code": code, "message": message, **(extra or {}), "request_id": reqid.get()}})
     resp.status_code = status
     return resp
 
@@ -45,17 +45,17 @@ def authenticate() -> None:
 
 def register(app: Flask) -> None:
     """Mount every API blueprint with authentication and JSON errors."""
-    from controller.api import catalog, hosts, tasks, tokens, vms
+    from controller.api import catalog, hosts, tasks, tokens, vms, xml
 
     api = Blueprint("api", __name__, url_prefix="/api/v1")
     api.before_request(authenticate)  # a new parent per app: runs before every nested blueprint's views
-    for bp in (tokens.bp, hosts.bp, vms.bp, catalog.bp, tasks.bp):
+    for bp in (tokens.bp, hosts.bp, vms.bp, xml.bp, catalog.bp, tasks.bp):
         api.register_blueprint(bp)
     app.register_blueprint(api)
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError) -> Any:
-        return error_response(exc.status, exc.code, exc.message)
+        return error_response(exc.status, exc.code, exc.message, getattr(exc, "extra", None))
 
     @app.errorhandler(AgentError)
     def agent_error(exc: AgentError) -> Any:

@@ -7,8 +7,10 @@ from typing import Any
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 
 from controller import views
+from controller.agentclient import AgentError
 from controller.errors import ApiError, NotFound
 from controller.ops import vms as ops
+from controller.ops import xml as xml_ops
 from controller.web.common import core, current_user, db
 
 bp = Blueprint("vms", __name__)
@@ -118,3 +120,15 @@ def console(ref: str) -> Any:
     """Show the VM's graphical console (noVNC, through the controller's console proxy)."""
     vm = ops.detail(core(), ops.find_vm(core(), ref, current_user()))
     return render_template("vm_console.html", vm=vm)
+
+
+@bp.get("/vms/<ref>/xml")
+def xml(ref: str) -> Any:
+    """Edit the VM's domain XML (checked by a dry run, applied through the API), with its history."""
+    c = core()
+    row = ops.find_vm(c, ref, current_user())
+    try:
+        current, problem = xml_ops.current(c, row), None
+    except (AgentError, ApiError) as exc:
+        current, problem = None, str(exc.message if isinstance(exc, ApiError) else exc)
+    return render_template("vm_xml.html", vm=ops.detail(c, row), current=current, problem=problem)
