@@ -141,7 +141,7 @@ def _render(source: Path, out_dir: Path, update_docs: bool) -> int:
     table = report.write(results, out_dir)
     print(report.text_table(table))
     if update_docs:
-        report.update_docs(DOC, (out_dir / "performance.md").read_text())
+        report.update_docs(DOC, (out_dir / "performance.md").read_text(), out_dir / "chart.png")
         print(f"bench: updated {DOC}")
     return 0
 
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     print(report.text_table(table))
     print(f"\nbench: wrote {args.out}/results.json, chart.png, table.txt, performance.md", flush=True)
     if args.update_docs:
-        report.update_docs(DOC, (args.out / "performance.md").read_text())
+        report.update_docs(DOC, (args.out / "performance.md").read_text(), args.out / "chart.png")
         print(f"bench: updated {DOC}")
     failed = [name for name, s in results["sections"].items() if "error" in s]
     if failed:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -239,8 +240,10 @@ def write(results: dict[str, Any], out_dir: Path) -> list[Row]:
     return table
 
 
-def update_docs(doc: Path, section: str) -> None:
-    """Replace what lies between the markers of doc by section."""
+def update_docs(doc: Path, section: str, chart: Path | None = None) -> None:
+    """Replace what lies between the markers of doc by section; copy the chart next to it."""
+    if chart is not None:
+        shutil.copyfile(chart, doc.with_suffix(".png"))
     text = doc.read_text()
     pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
     if not pattern.search(text):
