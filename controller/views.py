@@ -175,7 +175,8 @@ def networks(db: Database) -> list[dict[str, Any]]:
             db.all("SELECT network_id, COUNT(*) AS n FROM ip_allocations GROUP BY network_id")}
     out = []
     for row in db.all("SELECT * FROM networks ORDER BY name"):
-        net = dict(row, dns=json.loads(row["dns"]), used=used.get(row["id"], 0), size=_pool_size(row))
+        net = dict(row, dns=json.loads(row["dns"]), reserved=json.loads(row.get("reserved") or "[]"),
+                   used=used.get(row["id"], 0), size=_pool_size(row))
         net["pct"] = _percent(net["used"], net["size"])
         out.append(net)
     return out
