@@ -33,7 +33,7 @@ class Agent:
         self.storages = {"local": self.storage}
         if config.shared_pool_path:
             self.storages["shared"] = Storage(self.hv, config.pool_name + "-shared", config.shared_pool_path)
-        self.vms = Vms(self.hv, self.storage, config.virt_type, self.storages)
+        self.vms = Vms(self.hv, self.storage, config.virt_type, self.storages, switch=config.switch)
         self.migrations = Migrations(self.hv, self.storages, config.libvirt_pki_dir)
         self.session = requests.Session()
         # Trust only labcloud's CA: requests lets REQUESTS_CA_BUNDLE override session.verify.
@@ -52,7 +52,7 @@ class Agent:
             "libvirt_version": _version(conn.getLibVersion()), "hypervisor_version": _version(conn.getVersion()),
             "virt_type": self.config.virt_type, "hostname": platform.node(),
             "shared_pool": bool(self.config.shared_pool_path), "shared_pool_unsafe": self.config.shared_pool_unsafe,
-            "migration_tls": bool(self.config.libvirt_pki_dir),
+            "migration_tls": bool(self.config.libvirt_pki_dir), "switch": self.config.switch,
         }
 
     def fetch(self, url: str) -> Iterator[bytes]:
@@ -183,6 +183,10 @@ def create_agent_app(agent: Agent) -> Flask:
         stream = request.stream
         path = agent.storage.receive_volume(name, size, iter(lambda: stream.read(CHUNK), b""))
         return jsonify({"path": path})
+
+    @app.post("/v1/vms/<uuid>/network")
+    def renetwork(uuid: str) -> Any:
+        return jsonify(agent.vms.renetwork(uuid, body()))
 
     @app.get("/v1/vms/<uuid>/guest")
     def guest(uuid: str) -> Any:
