@@ -137,9 +137,9 @@ class AgentClient:
                              resp.status_code)
         return dict(resp.json())
 
-    def renetwork(self, uuid: str, nics: list[dict[str, Any]]) -> dict[str, Any]:
-        """Give a stopped VM new addresses: new seed (new instance-id) and anti-spoofing filters."""
-        return self.call("POST", f"/vms/{uuid}/network", {"nics": nics}, timeout=120)
+    def renetwork(self, uuid: str, nics: list[dict[str, Any]], hostname: str) -> dict[str, Any]:
+        """Give a stopped VM new addresses: new seed (new instance-id) or files in its disk, and new filters."""
+        return self.call("POST", f"/vms/{uuid}/network", {"nics": nics, "hostname": hostname}, timeout=120)
 
     def guest_info(self, uuid: str) -> dict[str, Any]:
         """Ask qemu-guest-agent for hostname and addresses."""

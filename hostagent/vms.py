@@ -12,6 +12,7 @@ from lxml import etree
 from hostagent import domainxml, seed
 from hostagent.errors import VerbError, from_libvirt
 from hostagent.hypervisor import Hypervisor
+from hostagent.inject import inject_network
 from hostagent.network import LinuxVlans, plan_nics
 from hostagent.storage import Storage, vm_volume_names
 
@@ -53,6 +54,7 @@ class Vms:
         self.storages = storages or {"local": storage}
         self.switch = switch
         self.vlans = vlans or LinuxVlans()
+        self.inject = inject_network
 
     def _storage(self, kind: str) -> Storage:
         storage = self.storages.get(kind)
@@ -73,15 +75,19 @@ class Vms:
         if dom is None:
             storage = self._storage(spec.get("storage", "local"))
             root = storage.create_overlay(uuid, spec["image_sha256"], int(spec["disk_gib"]) * GIB)
-            files = seed.build_seed_files(
-                instance_id=uuid,
-                hostname=spec["hostname"],
-                nics=seed_nics(spec["nics"]),
-                ssh_keys=spec.get("ssh_keys") or [],
-                password=spec.get("password"),
-                user_data=spec.get("user_data"),
-            )
-            seed_path = storage.write_seed(uuid, seed.seed_iso_bytes(files))
+            seed_path: str | None = None
+            if spec.get("cloud_init", True):
+                files = seed.build_seed_files(
+                    instance_id=uuid,
+                    hostname=spec["hostname"],
+                    nics=seed_nics(spec["nics"]),
+                    ssh_keys=spec.get("ssh_keys") or [],
+                    password=spec.get("password"),
+                    user_data=spec.get("user_data"),
+                )
+                seed_path = storage.write_seed(uuid, seed.seed_iso_bytes(files))
+            else:  # no cloud-init in the image: write its network files into the disk itself
+                self.inject(root, spec["hostname"], seed_nics(spec["nics"]))
             nics, vlans = plan_nics(spec["nics"], self.switch)
             for vlan in vlans:
                 self.vlans.ensure(vlan)
@@ -183,15 +189,22 @@ class Vms:
         dom = self._get(uuid)
         if dom.isActive():
             raise VerbError("the VM is running; shut it down before changing its addresses", 409, "running")
-        _root, seed_name = vm_volume_names(uuid)
-        storage = next((s for s in self.storages.values() if s.volume(seed_name) is not None), None)
-        if storage is None:
-            raise VerbError(f"VM {uuid} has no seed volume on this host", 409, "seed_missing")
-        _size, chunks = storage.read_volume(seed_name)
-        files = seed.read_seed_bytes(b"".join(chunks))
-        instance_id = str(uuidlib.uuid4())
-        files = seed.renumber(files, instance_id, seed_nics(spec["nics"]))
-        storage.write_seed(uuid, seed.seed_iso_bytes(files))
+        root_name, seed_name = vm_volume_names(uuid)
+        instance_id: str | None = None
+        with_seed = next((s for s in self.storages.values() if s.volume(seed_name) is not None), None)
+        with_root = next((s for s in self.storages.values() if s.volume(root_name) is not None), None)
+        if with_seed is not None:
+            _size, chunks = with_seed.read_volume(seed_name)
+            files = seed.read_seed_bytes(b"".join(chunks))
+            instance_id = str(uuidlib.uuid4())
+            files = seed.renumber(files, instance_id, seed_nics(spec["nics"]))
+            with_seed.write_seed(uuid, seed.seed_iso_bytes(files))
+        elif with_root is not None:  # an image without cloud-init: rewrite the files in its disk
+            root_vol = with_root.volume(root_name)
+            assert root_vol is not None
+            self.inject(root_vol.path(), str(spec.get("hostname") or dom.name()), seed_nics(spec["nics"]))
+        else:
+            raise VerbError(f"VM {uuid} has neither a seed nor a root volume on this host", 409, "seed_missing")
         nics, _vlans = plan_nics(spec["nics"], self.switch)
         root = domainxml.parse_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE))
         set_filter_ips(root, {n.mac.lower(): n.filter_ip for n in nics})

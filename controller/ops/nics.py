@@ -50,10 +50,11 @@ def change_address(core: Core, vm: dict[str, Any], idx: int, body: dict[str, Any
         task_id = core.tasks.create("vm.readdress", user["id"], vm["id"], vm["name"], vm["host_id"])
     old = nic["address"]
     specs = _specs(core, vm["id"], {idx: address})
+    hostname = vm["hostname"]
 
     def run(ctx: TaskContext) -> dict[str, Any]:
         ctx.progress(30, f"writing a new seed for {address} on the host")
-        out = core.agent(vm["host_id"]).renetwork(vm["id"], specs)
+        out = core.agent(vm["host_id"]).renetwork(vm["id"], specs, hostname)
         with db.write() as w:
             w.execute("UPDATE vm_nics SET address = ? WHERE id = ?", [address, nic["id"]])
             w.execute("DELETE FROM ip_allocations WHERE network_id = ? AND address = ? AND vm_id = ?",

@@ -159,6 +159,7 @@ def create(core: Core, body: dict[str, Any], user: dict[str, Any]) -> dict[str, 
         "disk_gib": flavor["disk_gib"], "image_sha256": image["sha256"], "hostname": v["hostname"],
         "nics": nics, "ssh_keys": v["ssh_keys"], "password": body.get("password"),
         "user_data": body.get("user_data"), "vm_id": vm_id, "owner": user["username"], "storage": v["storage"],
+        "cloud_init": bool(image["cloud_init"]),
     }
 
     sent = {"create": False}  # whether the host may hold a domain or disks of this VM
