@@ -148,7 +148,12 @@ def create_agent_app(agent: Agent) -> Flask:
 
     @app.post("/v1/vms/<uuid>/incoming")
     def prepare_incoming(uuid: str) -> Any:
-        return jsonify(agent.migrations.prepare_incoming(uuid, body()))
+        spec = body()
+        vlans = spec.get("vlans") or []
+        agent.vms.ensure_vlans(vlans)  # VLAN bridges the VM plugs into, made before the check
+        if agent.config.switch == "ovs":  # OVS bridges are no Linux bridges: the check below cannot see them
+            spec["bridges"] = [b for b in spec.get("bridges", []) if b not in {v["bridge"] for v in vlans}]
+        return jsonify(agent.migrations.prepare_incoming(uuid, spec))
 
     @app.delete("/v1/vms/<uuid>/incoming")
     def abort_incoming(uuid: str) -> Any:

@@ -13,7 +13,7 @@ from hostagent import domainxml, seed
 from hostagent.errors import VerbError, from_libvirt
 from hostagent.hypervisor import Hypervisor
 from hostagent.inject import inject_network
-from hostagent.network import LinuxVlans, plan_nics
+from hostagent.network import LinuxVlans, plan_nics, vlan_of
 from hostagent.storage import Storage, vm_volume_names
 
 log = logging.getLogger(__name__)
@@ -168,6 +168,13 @@ class Vms:
             raise from_libvirt(exc, f"undefining {uuid}") from exc
         deleted = self.storage.delete_vm_volumes(uuid) if delete_volumes else []
         return {"uuid": uuid, "volumes_deleted": deleted, "links_removed": self.release_vlans(vlans)}
+
+    def ensure_vlans(self, nics: list[dict[str, Any]]) -> None:
+        """Make the VLAN devices and bridges of vlan-network NICs exist here (Linux switch hosts only)."""
+        if self.switch == "linux":
+            for vlan in (vlan_of(n) for n in nics):
+                if vlan is not None:
+                    self.vlans.ensure(vlan)
 
     def release_vlans(self, vlans: list[domainxml.VlanRecord]) -> list[str]:
         """Remove the VLAN devices a domain that left this host had, if no other domain uses them."""
