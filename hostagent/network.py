@@ -106,7 +106,10 @@ def vlan_of(nic: dict[str, object]) -> VlanRecord | None:
 def plan_nics(nics: list[dict[str, object]], switch: str) -> tuple[list[NicSpec], list[VlanRecord]]:
     """Turn the controller's NIC specs into domain interfaces and the VLAN devices to make first.
 
-    Every NIC with a static address gets the ``clean-traffic`` filter with that address.
+    Every NIC with a static address on a Linux bridge gets the ``clean-traffic`` filter with
+    that address. Open vSwitch ports get none: libvirt's nwfilter works through ebtables and
+    iptables, which only see frames crossing a Linux bridge, so on an OVS port it would
+    promise a protection it does not give.
     """
     if switch not in SWITCHES:
         raise VerbError(f"switch {switch!r} in the agent settings must be one of {', '.join(SWITCHES)}", 500,
@@ -119,8 +122,7 @@ def plan_nics(nics: list[dict[str, object]], switch: str) -> tuple[list[NicSpec]
         mtu = int(str(nic["mtu"])) if nic.get("mtu") else None
         vlan = vlan_of(nic)
         if vlan is not None and switch == "ovs":
-            specs.append(NicSpec(mac=str(nic["mac"]), bridge=vlan.bridge, ovs=True, vlan_tag=vlan.vlan_id, mtu=mtu,
-                                 filter_ip=filter_ip))
+            specs.append(NicSpec(mac=str(nic["mac"]), bridge=vlan.bridge, ovs=True, vlan_tag=vlan.vlan_id, mtu=mtu))
             continue
         if vlan is not None and vlan not in vlans:
             vlans.append(vlan)

@@ -18,7 +18,7 @@ SPEC = DomainSpec(
     uuid="3c2b1a00-0d9e-4b5e-9b7a-2f0e3c4d5a61", name="netvm", vcpus=1, memory_mib=256,
     root_disk="/var/lib/libvirt/images/netvm-root.qcow2", seed_disk="/var/lib/libvirt/images/netvm-seed.iso",
     nics=[NicSpec(mac="52:54:00:00:00:01", bridge="br0", filter_ip="10.0.0.5"),
-          NicSpec(mac="52:54:00:00:00:02", bridge="ovsbr0", ovs=True, vlan_tag=100, mtu=1400, filter_ip="10.1.0.5"),
+          NicSpec(mac="52:54:00:00:00:02", bridge="ovsbr0", ovs=True, vlan_tag=100, mtu=1400),
           NicSpec(mac="52:54:00:00:00:03", bridge="brv200")],
     vlans=[VlanRecord(interface="eth0", vlan_id=200, bridge="brv200", mtu=1450, persistent=True)],
     virt_type="qemu", vm_id="vm-9", owner="alice",
@@ -75,8 +75,8 @@ def test_plan_nics_per_switch_backend() -> None:
     assert specs == [NicSpec(mac="52:54:00:00:00:01", bridge="brv100", mtu=1400, filter_ip="10.0.0.5")]
     assert vlans == [VlanRecord(interface="eth0", vlan_id=100, bridge="brv100", mtu=1400)]
     specs, vlans = plan_nics([nic("vlan")], "ovs")
-    assert specs == [NicSpec(mac="52:54:00:00:00:01", bridge="brv100", ovs=True, vlan_tag=100, mtu=1400,
-                             filter_ip="10.0.0.5")]
+    # No nwfilter on an OVS port: ebtables/iptables never see its frames.
+    assert specs == [NicSpec(mac="52:54:00:00:00:01", bridge="brv100", ovs=True, vlan_tag=100, mtu=1400)]
     assert vlans == []
     specs, _ = plan_nics([nic("bridge", address=None)], "ovs")
     assert specs[0].filter_ip is None and not specs[0].ovs  # no address: no filter; bridge networks stay Linux
@@ -85,11 +85,11 @@ def test_plan_nics_per_switch_backend() -> None:
 
 
 def test_set_filter_ips_replaces_the_address_by_mac() -> None:
-    root = parse_xml(build_domain(SPEC))
+    root = parse_xml(build_domain(SPEC))  # NICs: filtered 10.0.0.5, OVS port (none), unfiltered
     set_filter_ips(root, {"52:54:00:00:00:01": "10.0.0.77", "52:54:00:00:00:03": "10.2.0.9"})
     values = [i.find("filterref/parameter").get("value") if i.find("filterref") is not None else None
               for i in root.findall("./devices/interface")]
-    assert values == ["10.0.0.77", "10.1.0.5", "10.2.0.9"]
+    assert values == ["10.0.0.77", None, "10.2.0.9"]
 
 
 def test_renumber_gives_a_new_instance_id_and_network_but_keeps_user_data() -> None:

@@ -188,3 +188,17 @@ def test_ovs_host_tags_the_port_and_creates_nothing(agent_vms: tuple[Vms, FakeIp
     assert ip.adds() == []
     assert "<virtualport type='openvswitch'" in xml.replace('"', "'")
     assert "<tag id='200'/>" in xml.replace('"', "'")
+
+
+def test_incoming_migration_makes_the_vlan_only_on_linux_hosts(agent_vms: tuple[Vms, FakeIp]) -> None:
+    vms, ip = agent_vms
+    nets = [{"bridge": "brv100", "type": "vlan", "vlan_id": 100, "interface": "eth0", "mtu": None, "persistent": 0},
+            {"bridge": "br0", "type": "bridge", "vlan_id": None, "interface": None, "mtu": None, "persistent": 0}]
+    vms.switch = "ovs"
+    vms.ensure_vlans(nets)
+    assert ip.adds() == []
+    vms.switch = "linux"
+    vms.ensure_vlans(nets)
+    vms.ensure_vlans(nets)
+    assert len(ip.adds()) == 2  # device and bridge, once
+    assert {"eth0.100", "brv100"} <= ip.links and "br0" not in ip.links
