@@ -25,8 +25,8 @@ class GuestResult:
 
 def agent_command(host: LabHost, domain: str, command: dict[str, object], timeout: float = 30) -> dict[str, object]:
     """Send one QMP-style command to the guest agent of a domain on host; return its 'return' value."""
-    out = host.run(["virsh", "-c", "qemu:///system", "qemu-agent-command", domain, json.dumps(command),
-                    "--timeout", str(int(timeout))], timeout=timeout + 15).stdout
+    out = host.run(["virsh", "-c", "qemu:///system", "qemu-agent-command", domain, "--timeout", str(int(timeout)),
+                    "--cmd", json.dumps(command)], timeout=timeout + 15).stdout
     answer = json.loads(out)
     if not isinstance(answer, dict) or "return" not in answer:
         raise LabError(f"{domain}: unexpected guest agent answer {out[:200]!r}")
