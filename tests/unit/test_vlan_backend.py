@@ -1,4 +1,5 @@
-"""The Linux 802.1Q backend: VLAN device and bridge made idempotently, removed only when unused."""
+"""The agent's network verbs: the Linux 802.1Q backend (made idempotently, removed only when unused),
+switch backends, and re-addressing a stopped VM."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import yaml
 
-from hostagent.domainxml import VlanRecord, vlan_records
+from hostagent import seed
+from hostagent.domainxml import VlanRecord, parse_xml, vlan_records
 from hostagent.errors import VerbError
 from hostagent.hypervisor import Hypervisor
 from hostagent.network import LinuxVlans
@@ -202,3 +205,46 @@ def test_incoming_migration_makes_the_vlan_only_on_linux_hosts(agent_vms: tuple[
     vms.ensure_vlans(nets)
     assert len(ip.adds()) == 2  # device and bridge, once
     assert {"eth0.100", "brv100"} <= ip.links and "br0" not in ip.links
+
+
+class SeedStorage(FakeStorage):
+    """Keeps seed bytes in memory, like a pool with a seed volume."""
+
+    def __init__(self) -> None:
+        self.seeds: dict[str, bytes] = {}
+
+    def write_seed(self, uuid: str, data: bytes) -> str:
+        self.seeds[uuid] = data
+        return super().write_seed(uuid, data)
+
+    def volume(self, name: str) -> object | None:
+        return object() if any(name.startswith(u) and name.endswith("seed.iso") for u in self.seeds) else None
+
+    def read_volume(self, name: str) -> tuple[int, Iterator[bytes]]:
+        data = next(v for u, v in self.seeds.items() if name.startswith(u))
+        return len(data), iter([data])
+
+
+def test_readdressing_a_stopped_vm_rewrites_seed_and_filter(agent_vms: tuple[Vms, FakeIp]) -> None:
+    vms, _ip = agent_vms
+    storage = SeedStorage()
+    vms.storage, vms.storages = storage, {"local": storage}  # type: ignore[assignment, dict-item]
+    spec = vm_spec("readdr")
+    spec["nics"][0].update(type="bridge", bridge="br0", vlan_id=None, interface=None)
+    vms.made.append(spec["uuid"])  # type: ignore[attr-defined]
+    vms.create(spec)
+    with pytest.raises(VerbError, match="shut it down"):
+        vms.renetwork(spec["uuid"], {"nics": spec["nics"]})
+    dom = vms.hv.domain(spec["uuid"])
+    assert dom is not None
+    dom.destroy()
+    first = seed.read_seed_bytes(storage.seeds[spec["uuid"]])
+    spec["nics"][0]["addresses"] = ["10.50.0.77/24"]
+    out = vms.renetwork(spec["uuid"], {"nics": spec["nics"], "hostname": "readdr"})
+    files = seed.read_seed_bytes(storage.seeds[spec["uuid"]])
+    meta = yaml.safe_load(files["meta-data"])
+    assert meta["instance-id"] == out["instance_id"] != yaml.safe_load(first["meta-data"])["instance-id"]
+    assert yaml.safe_load(files["network-config"])["ethernets"]["eth0"]["addresses"] == ["10.50.0.77/24"]
+    assert files["user-data"] == first["user-data"]
+    root = parse_xml(out["xml"])
+    assert root.find("./devices/interface/filterref/parameter").get("value") == "10.50.0.77"
