@@ -145,6 +145,10 @@ class AgentClient:
         """Replace a domain's persistent XML (libvirt validates it); restart it when asked."""
         return self.call("PUT", f"/vms/{uuid}/xml", {"xml": xml, "restart": restart}, timeout=120)
 
+    def renetwork(self, uuid: str, nics: list[dict[str, Any]], hostname: str) -> dict[str, Any]:
+        """Give a stopped VM new addresses: new seed (new instance-id) or files in its disk, and new filters."""
+        return self.call("POST", f"/vms/{uuid}/network", {"nics": nics, "hostname": hostname}, timeout=120)
+
     def guest_info(self, uuid: str) -> dict[str, Any]:
         """Ask qemu-guest-agent for hostname and addresses."""
         return self.call("GET", f"/vms/{uuid}/guest", timeout=30)

@@ -70,10 +70,11 @@ def _nics_by_vm(db: Database, vm_ids: list[str]) -> dict[str, list[dict[str, Any
     if not vm_ids:
         return {}
     out: dict[str, list[dict[str, Any]]] = {}
-    for nic in db.all("SELECT n.vm_id, n.idx, n.mac, n.address, w.name AS network FROM vm_nics n"
+    for nic in db.all("SELECT n.vm_id, n.idx, n.mac, n.address, w.name AS network, n.is_default FROM vm_nics n"
                       " JOIN networks w ON w.id = n.network_id"
                       " WHERE n.vm_id IN (SELECT value FROM json_each(?)) ORDER BY n.vm_id, n.idx",
                       [json.dumps(vm_ids)]):
+        nic["default"] = bool(nic.pop("is_default"))
         out.setdefault(nic.pop("vm_id"), []).append(nic)
     return out
 
@@ -175,7 +176,8 @@ def networks(db: Database) -> list[dict[str, Any]]:
             db.all("SELECT network_id, COUNT(*) AS n FROM ip_allocations GROUP BY network_id")}
     out = []
     for row in db.all("SELECT * FROM networks ORDER BY name"):
-        net = dict(row, dns=json.loads(row["dns"]), used=used.get(row["id"], 0), size=_pool_size(row))
+        net = dict(row, dns=json.loads(row["dns"]), reserved=json.loads(row.get("reserved") or "[]"),
+                   used=used.get(row["id"], 0), size=_pool_size(row))
         net["pct"] = _percent(net["used"], net["size"])
         out.append(net)
     return out

@@ -34,7 +34,7 @@ class Agent:
         self.storages = {"local": self.storage}
         if config.shared_pool_path:
             self.storages["shared"] = Storage(self.hv, config.pool_name + "-shared", config.shared_pool_path)
-        self.vms = Vms(self.hv, self.storage, config.virt_type, self.storages)
+        self.vms = Vms(self.hv, self.storage, config.virt_type, self.storages, switch=config.switch)
         self.xml = XmlEdit(self.hv)
         self.migrations = Migrations(self.hv, self.storages, config.libvirt_pki_dir)
         self.session = requests.Session()
@@ -54,7 +54,7 @@ class Agent:
             "libvirt_version": _version(conn.getLibVersion()), "hypervisor_version": _version(conn.getVersion()),
             "virt_type": self.config.virt_type, "hostname": platform.node(),
             "shared_pool": bool(self.config.shared_pool_path), "shared_pool_unsafe": self.config.shared_pool_unsafe,
-            "migration_tls": bool(self.config.libvirt_pki_dir),
+            "migration_tls": bool(self.config.libvirt_pki_dir), "switch": self.config.switch,
         }
 
     def fetch(self, url: str) -> Iterator[bytes]:
@@ -150,7 +150,12 @@ def create_agent_app(agent: Agent) -> Flask:
 
     @app.post("/v1/vms/<uuid>/incoming")
     def prepare_incoming(uuid: str) -> Any:
-        return jsonify(agent.migrations.prepare_incoming(uuid, body()))
+        spec = body()
+        vlans = spec.get("vlans") or []
+        agent.vms.ensure_vlans(vlans)  # VLAN bridges the VM plugs into, made before the check
+        if agent.config.switch == "ovs":  # OVS bridges are no Linux bridges: the check below cannot see them
+            spec["bridges"] = [b for b in spec.get("bridges", []) if b not in {v["bridge"] for v in vlans}]
+        return jsonify(agent.migrations.prepare_incoming(uuid, spec))
 
     @app.delete("/v1/vms/<uuid>/incoming")
     def abort_incoming(uuid: str) -> Any:
@@ -194,6 +199,10 @@ def create_agent_app(agent: Agent) -> Flask:
     def define_xml(uuid: str) -> Any:
         data = body()
         return jsonify(agent.xml.define(uuid, str(data["xml"]), bool(data.get("restart"))))
+
+    @app.post("/v1/vms/<uuid>/network")
+    def renetwork(uuid: str) -> Any:
+        return jsonify(agent.vms.renetwork(uuid, body()))
 
     @app.get("/v1/vms/<uuid>/guest")
     def guest(uuid: str) -> Any:

@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
                       "VMs on shared storage")
     join.add_argument("--shared-pool-unsafe", action="store_true",
                       help="the shared directory is one libvirt cannot recognise as shared (lab only)")
+    join.add_argument("--switch", choices=["linux", "ovs"], default="linux",
+                      help="switch backend for VLAN networks: linux (802.1Q devices and bridges, default) or ovs "
+                      "(Open vSwitch port tags)")
     sub.add_parser("serve", help="run the agent (verbs over mutual TLS, heartbeat)")
     args = parser.parse_args(argv)
     reqid.setup_logging(name="agent")
@@ -41,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             cfg = do_join(args.url, args.token, args.config, name=args.name, address=args.address, port=args.port,
                           pool_path=args.pool_path, virt_type=args.virt_type, libvirt_pki_dir=args.libvirt_pki_dir,
-                          shared_pool_path=args.shared_pool_path, shared_pool_unsafe=args.shared_pool_unsafe)
+                          shared_pool_path=args.shared_pool_path, shared_pool_unsafe=args.shared_pool_unsafe,
+                          switch=args.switch)
         except JoinError as exc:
             print(f"labcloud-agent: {exc}", file=sys.stderr)
             return 1

@@ -28,6 +28,7 @@ class AgentConfig:
     shared_pool_unsafe: bool = False          # libvirt cannot see it is shared (a plain directory, the lab)
     libvirt_pki_dir: str | None = None        # TLS between libvirt daemons (migration); None: plain TCP, lab only
     config_dir: str = "/etc/labcloud"
+    switch: str = "linux"                     # VLAN networks: "linux" (802.1Q + bridge) or "ovs" (port tags)
 
     @property
     def ca_path(self) -> Path:

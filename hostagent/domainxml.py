@@ -8,6 +8,7 @@ and all of them go through :func:`parse_xml`, which never expands entities.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import uuid as uuidlib
 from dataclasses import dataclass, field
@@ -30,10 +31,29 @@ _BRIDGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,14}$")  # Linux IFNAMSIZ 
 
 @dataclass(frozen=True)
 class NicSpec:
-    """One virtio NIC attached to a host Linux bridge."""
+    """One virtio NIC on a host bridge: a Linux bridge, or an Open vSwitch bridge with a VLAN tag.
+
+    ``filter_ip`` turns on libvirt's ``clean-traffic`` nwfilter with that address, so
+    the guest cannot send from another IP or MAC (anti-spoofing).
+    """
 
     mac: str
     bridge: str
+    ovs: bool = False
+    vlan_tag: int | None = None
+    mtu: int | None = None
+    filter_ip: str | None = None
+
+
+@dataclass(frozen=True)
+class VlanRecord:
+    """A VLAN device the agent made on this host for the domain, kept in labcloud's metadata."""
+
+    interface: str
+    vlan_id: int
+    bridge: str
+    mtu: int | None = None
+    persistent: bool = False
 
 
 @dataclass(frozen=True)
@@ -51,6 +71,7 @@ class DomainSpec:
     vm_id: str = ""
     owner: str = ""
     vnc_password: str | None = None
+    vlans: list[VlanRecord] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- parsing
@@ -140,6 +161,10 @@ def _check_spec(spec: DomainSpec) -> None:
         seen.add(mac)
         if not _BRIDGE_RE.match(nic.bridge):
             raise ValueError(f"bridge name {nic.bridge!r} is not a valid Linux interface name")
+        if nic.vlan_tag is not None and not (nic.ovs and 1 <= nic.vlan_tag <= 4094):
+            raise ValueError(f"VLAN tag {nic.vlan_tag!r} needs an Open vSwitch port and must be 1-4094")
+        if nic.filter_ip is not None:
+            ipaddress.ip_address(nic.filter_ip)  # ValueError names the bad address
     if spec.vnc_password is not None and not 0 < len(spec.vnc_password) <= VNC_PASSWORD_MAX:
         raise ValueError(f"vnc_password must be 1 to {VNC_PASSWORD_MAX} characters (a VNC protocol limit)")
 
@@ -149,6 +174,13 @@ def _metadata(root: etree._Element, spec: DomainSpec) -> None:
     instance = etree.SubElement(metadata, f"{{{LABCLOUD_NS}}}instance", nsmap={LABCLOUD_PREFIX: LABCLOUD_NS})
     for key, value in (("vm-id", spec.vm_id), ("owner", spec.owner), ("created-by", CREATED_BY)):
         _sub(instance, f"{{{LABCLOUD_NS}}}{key}", value)
+    if spec.vlans:
+        vlans = _sub(instance, f"{{{LABCLOUD_NS}}}vlans")
+        for vlan in spec.vlans:
+            record = _sub(vlans, f"{{{LABCLOUD_NS}}}vlan", interface=vlan.interface, id=str(vlan.vlan_id),
+                          bridge=vlan.bridge, persistent="yes" if vlan.persistent else "no")
+            if vlan.mtu:
+                record.set("mtu", str(vlan.mtu))
 
 
 def _cpu(root: etree._Element, virt_type: str) -> None:
@@ -175,6 +207,23 @@ def _file_disk(devices: etree._Element, path: str, target: str, fmt: str, *, rea
         _sub(disk, "readonly")
 
 
+def _interface(devices: etree._Element, nic: NicSpec) -> None:
+    interface = _sub(devices, "interface", type="bridge")
+    _sub(interface, "mac", address=nic.mac.lower())
+    _sub(interface, "source", bridge=nic.bridge)
+    if nic.ovs:
+        _sub(interface, "virtualport", type="openvswitch")
+    if nic.vlan_tag is not None:
+        _sub(_sub(interface, "vlan"), "tag", id=str(nic.vlan_tag))
+    _sub(interface, "model", type="virtio")
+    if nic.mtu:
+        _sub(interface, "mtu", size=str(nic.mtu))
+    if nic.filter_ip is not None:
+        # clean-traffic: no other source MAC or IP, no ARP/RARP spoofing, no other L3 protocol.
+        filterref = _sub(interface, "filterref", filter="clean-traffic")
+        _sub(filterref, "parameter", name="IP", value=nic.filter_ip)
+
+
 def _devices(root: etree._Element, spec: DomainSpec) -> None:
     devices = _sub(root, "devices")
     _file_disk(devices, spec.root_disk, "vda", "qcow2", readonly=False)
@@ -183,10 +232,7 @@ def _devices(root: etree._Element, spec: DomainSpec) -> None:
         # cdrom device type, and cloud-init finds it by its "cidata" label anyway.
         _file_disk(devices, spec.seed_disk, "vdb", "raw", readonly=True)
     for nic in spec.nics:
-        interface = _sub(devices, "interface", type="bridge")
-        _sub(interface, "mac", address=nic.mac.lower())
-        _sub(interface, "source", bridge=nic.bridge)
-        _sub(interface, "model", type="virtio")
+        _interface(devices, nic)
     serial = _sub(devices, "serial", type="pty")
     _sub(serial, "target", port="0")
     console = _sub(devices, "console", type="pty")
@@ -252,7 +298,7 @@ def read_metadata(xml: str | bytes) -> dict[str, str] | None:
     assert isinstance(instance, etree._Element)
     result: dict[str, str] = {}
     for child in instance:
-        if not isinstance(child.tag, str):  # comments, processing instructions
+        if not isinstance(child.tag, str) or len(child):  # comments, processing instructions, lists
             continue
         qname = etree.QName(child)
         if qname.namespace == LABCLOUD_NS:
@@ -273,3 +319,22 @@ def disk_paths(xml: str | bytes) -> list[str]:
 def interface_macs(xml: str | bytes) -> list[str]:
     """Return the MAC addresses of all interfaces, lower-cased, in order."""
     return [mac.lower() for mac in _strings(parse_xml(xml), "./devices/interface/mac/@address")]
+
+
+def vlan_records(xml: str | bytes) -> list[VlanRecord]:
+    """Return the VLAN devices labcloud made on the host for this domain (from its metadata)."""
+    root = parse_xml(xml)
+    found = root.xpath("./metadata/lc:instance/lc:vlans/lc:vlan", namespaces=_NS)
+    out = []
+    for el in found if isinstance(found, list) else []:
+        assert isinstance(el, etree._Element)
+        mtu = el.get("mtu")
+        out.append(VlanRecord(interface=el.get("interface", ""), vlan_id=int(el.get("id", "0")),
+                              bridge=el.get("bridge", ""), mtu=int(mtu) if mtu else None,
+                              persistent=el.get("persistent") == "yes"))
+    return out
+
+
+def interface_bridges(xml: str | bytes) -> list[str]:
+    """Return the source bridges of all bridge interfaces, in order."""
+    return _strings(parse_xml(xml), "./devices/interface[@type='bridge']/source/@bridge")

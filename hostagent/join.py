@@ -111,7 +111,7 @@ def write_libvirt_pki(directory: Path, ca_pem: bytes, cert_pem: bytes, key_pem: 
 def join(url: str, token: str, config_path: Path, *, name: str, address: str | None, port: int,
          pool_path: str, virt_type: str, libvirt_uri: str = "qemu:///system",
          libvirt_pki_dir: str | None = None, shared_pool_path: str | None = None,
-         shared_pool_unsafe: bool = False) -> AgentConfig:
+         shared_pool_unsafe: bool = False, switch: str = "linux") -> AgentConfig:
     """Enrol this host with the controller and write its configuration."""
     url = url.rstrip("/")
     token, pin = parse_token(token)
@@ -138,7 +138,8 @@ def join(url: str, token: str, config_path: Path, *, name: str, address: str | N
     cfg = AgentConfig(controller_url=url, agent_channel_url=data["agent_url"], host_id=uuid, name=name,
                       address=address, port=port, pool_path=pool_path, virt_type=virt_type,
                       libvirt_uri=libvirt_uri, config_dir=str(config_dir), libvirt_pki_dir=libvirt_pki_dir,
-                      shared_pool_path=shared_pool_path, shared_pool_unsafe=shared_pool_unsafe)
+                      shared_pool_path=shared_pool_path, shared_pool_unsafe=shared_pool_unsafe,
+                      switch=switch)
     write_private(cfg.key_path, key_pem(key))
     cfg.cert_path.write_bytes(data["certificate"].encode())
     if libvirt_pki_dir:

@@ -324,3 +324,27 @@ def _read_root(iso: pycdlib.PyCdlib) -> dict[str, bytes]:
         iso.get_file_from_iso_fp(out, **{facade_kind: "/" + lookup})
         files[name] = out.getvalue()
     return files
+
+
+def read_seed_bytes(data: bytes) -> dict[str, bytes]:
+    """Return the files of a seed ISO held in memory."""
+    iso = pycdlib.PyCdlib()
+    iso.open_fp(io.BytesIO(data))
+    try:
+        return _read_root(iso)
+    finally:
+        iso.close()
+
+
+def renumber(files: dict[str, bytes], instance_id: str, nics: Sequence[SeedNic]) -> dict[str, bytes]:
+    """Return seed files with a new network-config and instance-id; user-data stays as it was.
+
+    cloud-init applies network-config once per instance: the new instance-id makes it
+    apply the new addresses at the next boot.
+    """
+    meta = yaml.safe_load(files.get("meta-data", b"") or b"{}") or {}
+    if not isinstance(meta, dict):
+        raise ValueError("the seed's meta-data is not a YAML mapping")
+    meta["instance-id"] = instance_id
+    return dict(files, **{"meta-data": _dump_yaml(meta).encode(),
+                          "network-config": _dump_yaml(network_config(nics)).encode()})

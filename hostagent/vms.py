@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+import uuid as uuidlib
 from typing import Any
 
 import libvirt
+from lxml import etree
 
 from hostagent import domainxml, seed
 from hostagent.errors import VerbError, from_libvirt
 from hostagent.hypervisor import Hypervisor
-from hostagent.storage import Storage
+from hostagent.inject import inject_network
+from hostagent.network import LinuxVlans, plan_nics, vlan_of
+from hostagent.storage import Storage, vm_volume_names
 
 log = logging.getLogger(__name__)
 GIB = 1024**3
@@ -62,9 +66,13 @@ class Vms:
     """The VM verbs of one host."""
 
     def __init__(self, hv: Hypervisor, storage: Storage, virt_type: str,
-                 storages: dict[str, Storage] | None = None) -> None:
+                 storages: dict[str, Storage] | None = None, switch: str = "linux",
+                 vlans: LinuxVlans | None = None) -> None:
         self.hv, self.storage, self.virt_type = hv, storage, virt_type
         self.storages = storages or {"local": storage}
+        self.switch = switch
+        self.vlans = vlans or LinuxVlans()
+        self.inject = inject_network
 
     def _storage(self, kind: str) -> Storage:
         storage = self.storages.get(kind)
@@ -85,20 +93,25 @@ class Vms:
         if dom is None:
             storage = self._storage(spec.get("storage", "local"))
             root = storage.create_overlay(uuid, spec["image_sha256"], int(spec["disk_gib"]) * GIB)
-            files = seed.build_seed_files(
-                instance_id=uuid,
-                hostname=spec["hostname"],
-                nics=[seed.SeedNic(mac=n["mac"], addresses=n["addresses"], gateway=n.get("gateway"),
-                                   dns=n.get("dns") or [], name=f"eth{i}") for i, n in enumerate(spec["nics"])],
-                ssh_keys=spec.get("ssh_keys") or [],
-                password=spec.get("password"),
-                user_data=spec.get("user_data"),
-            )
-            seed_path = storage.write_seed(uuid, seed.seed_iso_bytes(files))
+            seed_path: str | None = None
+            if spec.get("cloud_init", True):
+                files = seed.build_seed_files(
+                    instance_id=uuid,
+                    hostname=spec["hostname"],
+                    nics=seed_nics(spec["nics"]),
+                    ssh_keys=spec.get("ssh_keys") or [],
+                    password=spec.get("password"),
+                    user_data=spec.get("user_data"),
+                )
+                seed_path = storage.write_seed(uuid, seed.seed_iso_bytes(files))
+            else:  # no cloud-init in the image: write its network files into the disk itself
+                self.inject(root, spec["hostname"], seed_nics(spec["nics"]))
+            nics, vlans = plan_nics(spec["nics"], self.switch)
+            for vlan in vlans:
+                self.vlans.ensure(vlan)
             xml = domainxml.build_domain(domainxml.DomainSpec(
                 uuid=uuid, name=spec["name"], vcpus=int(spec["vcpus"]), memory_mib=int(spec["memory_mib"]),
-                root_disk=root, seed_disk=seed_path,
-                nics=[domainxml.NicSpec(mac=n["mac"], bridge=n["bridge"]) for n in spec["nics"]],
+                root_disk=root, seed_disk=seed_path, nics=nics, vlans=vlans,
                 virt_type=self.virt_type, vm_id=spec.get("vm_id", uuid), owner=spec.get("owner", ""),
             ))
             try:
@@ -145,8 +158,10 @@ class Vms:
         """Force off, undefine and delete the VM's volumes; nothing to do is success."""
         dom = self.hv.domain(uuid)
         existed = dom is not None
+        vlans: list[domainxml.VlanRecord] = []
         if dom is not None:
             try:
+                vlans = domainxml.vlan_records(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
                 if dom.isActive():
                     dom.destroy()
                 dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
@@ -156,19 +171,74 @@ class Vms:
                 if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                     raise from_libvirt(exc, f"destroying domain {uuid}") from exc
         deleted = [name for storage in self.storages.values() for name in storage.delete_vm_volumes(uuid)]
-        return {"uuid": uuid, "domain_removed": existed, "volumes_deleted": deleted}
+        return {"uuid": uuid, "domain_removed": existed, "volumes_deleted": deleted,
+                "links_removed": self.release_vlans(vlans)}
 
     def undefine(self, uuid: str, delete_volumes: bool) -> dict[str, Any]:
         """Undefine a stopped domain (it moved to another host); optionally delete its local volumes."""
         dom = self._get(uuid)
         if dom.isActive():
             raise VerbError("the domain is running here; stop it before undefining", 409, "running")
+        vlans = domainxml.vlan_records(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
         try:
             dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
         except libvirt.libvirtError as exc:
             raise from_libvirt(exc, f"undefining {uuid}") from exc
         deleted = self.storage.delete_vm_volumes(uuid) if delete_volumes else []
-        return {"uuid": uuid, "volumes_deleted": deleted}
+        return {"uuid": uuid, "volumes_deleted": deleted, "links_removed": self.release_vlans(vlans)}
+
+    def ensure_vlans(self, nics: list[dict[str, Any]]) -> None:
+        """Make the VLAN devices and bridges of vlan-network NICs exist here (Linux switch hosts only)."""
+        if self.switch == "linux":
+            for vlan in (vlan_of(n) for n in nics):
+                if vlan is not None:
+                    self.vlans.ensure(vlan)
+
+    def release_vlans(self, vlans: list[domainxml.VlanRecord]) -> list[str]:
+        """Remove the VLAN devices a domain that left this host had, if no other domain uses them."""
+        return self.vlans.release_unused(vlans, self.bridges_in_use()) if vlans else []
+
+    def bridges_in_use(self) -> set[str]:
+        """Return the bridges the interfaces of every domain on this host (running or not) plug into."""
+        used: set[str] = set()
+        for dom in self.hv.conn.listAllDomains(0):
+            try:
+                used.update(domainxml.interface_bridges(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)))
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                    raise
+        return used
+
+    def renetwork(self, uuid: str, spec: dict[str, Any]) -> dict[str, Any]:
+        """Give a stopped VM new addresses: a new seed (new instance-id, so cloud-init applies it), new filters."""
+        dom = self._get(uuid)
+        if dom.isActive():
+            raise VerbError("the VM is running; shut it down before changing its addresses", 409, "running")
+        root_name, seed_name = vm_volume_names(uuid)
+        instance_id: str | None = None
+        with_seed = next((s for s in self.storages.values() if s.volume(seed_name) is not None), None)
+        with_root = next((s for s in self.storages.values() if s.volume(root_name) is not None), None)
+        if with_seed is not None:
+            _size, chunks = with_seed.read_volume(seed_name)
+            files = seed.read_seed_bytes(b"".join(chunks))
+            instance_id = str(uuidlib.uuid4())
+            files = seed.renumber(files, instance_id, seed_nics(spec["nics"]))
+            with_seed.write_seed(uuid, seed.seed_iso_bytes(files))
+        elif with_root is not None:  # an image without cloud-init: rewrite the files in its disk
+            root_vol = with_root.volume(root_name)
+            assert root_vol is not None
+            self.inject(root_vol.path(), str(spec.get("hostname") or dom.name()), seed_nics(spec["nics"]))
+        else:
+            raise VerbError(f"VM {uuid} has neither a seed nor a root volume on this host", 409, "seed_missing")
+        nics, _vlans = plan_nics(spec["nics"], self.switch)
+        root = domainxml.parse_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE))
+        set_filter_ips(root, {n.mac.lower(): n.filter_ip for n in nics})
+        try:
+            dom = self.hv.conn.defineXMLFlags(etree.tostring(root, encoding="unicode"),
+                                              libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+        except libvirt.libvirtError as exc:
+            raise from_libvirt(exc, "redefining the domain with its new addresses") from exc
+        return {"uuid": uuid, "instance_id": instance_id, "xml": dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)}
 
     def list(self) -> list[dict[str, Any]]:
         """Describe every domain on the host (without XML)."""
@@ -194,3 +264,23 @@ class Vms:
             for name, data in ifaces.items()
         }
         return {"hostname": hostname, "interfaces": addresses, "cpus": _online_cpus(dom)}
+
+
+def seed_nics(nics: list[dict[str, Any]]) -> list[seed.SeedNic]:
+    """Return the seed's view of the controller's NIC specs (eth0, eth1… in order)."""
+    return [seed.SeedNic(mac=n["mac"], addresses=n["addresses"], gateway=n.get("gateway"), dns=n.get("dns") or [],
+                         name=f"eth{i}") for i, n in enumerate(nics)]
+
+
+def set_filter_ips(root: etree._Element, ips: dict[str, str | None]) -> None:
+    """Point each interface's clean-traffic filter at its NIC's new address (by MAC), in place."""
+    for interface in root.iterfind("./devices/interface"):
+        mac_el = interface.find("mac")
+        if mac_el is None or mac_el.get("address", "").lower() not in ips:
+            continue
+        ip = ips[mac_el.get("address", "").lower()]
+        for old in interface.findall("filterref"):
+            interface.remove(old)
+        if ip is not None:
+            filterref = etree.SubElement(interface, "filterref", filter="clean-traffic")
+            etree.SubElement(filterref, "parameter", name="IP", value=ip)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -164,6 +166,25 @@ class LabCloud:
         proc = host.spawn([str(VENV_BIN / "labcloud-agent"), "--config", str(self.agent_config(host)), "serve"],
                           log_path=self.log_dir / f"agent-{host.name}.log")
         self.agents[host.name] = proc
+
+    def set_agent_switch(self, host: LabHost, switch: str) -> None:
+        """Restart a host's agent with another switch backend ("linux" or "ovs") if it has not that one."""
+        path = self.agent_config(host)
+        settings = json.loads(path.read_text())
+        if settings.get("switch", "linux") == switch:
+            return
+        settings["switch"] = switch
+        path.write_text(json.dumps(settings, indent=2) + "\n")
+        self.stop_agent(host)
+        self.start_agent(host)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # the agent listens once its TLS setup is done
+            with socket.socket() as probe:
+                probe.settimeout(1)
+                if probe.connect_ex((host.address, AGENT_PORT)) == 0:
+                    return
+            time.sleep(0.3)
+        raise CloudError(f"the agent of {host.name} did not listen again within 30 s")
 
     def stop_agent(self, host: LabHost) -> None:
         """Stop a host's agent."""

@@ -28,3 +28,11 @@ def ensure_guest_image(cache_dir: Path = DEFAULT_CACHE_DIR, script: Path = BUILD
     if not path.is_file():
         raise LabError(f"{script} reported {path}, which does not exist")
     return path
+
+
+NOCLOUD_SCRIPT = BUILD_SCRIPT.parent / "build-image-nocloud"
+
+
+def ensure_nocloud_image(cache_dir: Path = DEFAULT_CACHE_DIR) -> Path:
+    """Return the guest image without cloud-init (derived from the cached one in about 20 s the first time)."""
+    return ensure_guest_image(cache_dir, NOCLOUD_SCRIPT)

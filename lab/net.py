@@ -4,8 +4,11 @@ Layout (prefix "lc", host N)::
 
     root ns:  lcsw0 (bridge, 10.213.0.1/24)  <-  lc-hN-sw (veth)
     lc-hN:    eth0 (veth peer) -> br0 (bridge, 10.213.0.(10+N)/24), default via 10.213.0.1
+    root ns:  lcsw1 (bridge, no address)     <-  lc-hN-s1 (veth)
+    lc-hN:    eth1 (veth peer) -> br1 (bridge, no address)
 
-Guests of host N are bridged onto its br0, so every guest and host shares one L2 segment.
+Guests of host N are bridged onto its br0, so every guest and host shares one L2 segment;
+br1 is a second segment (through the second switch lcsw1) for guests with a second NIC.
 """
 
 from __future__ import annotations
@@ -22,6 +25,16 @@ NETNS_DIR = Path("/run/netns")
 def switch_name(prefix: str) -> str:
     """Return the name of the lab switch bridge in the root namespace."""
     return f"{prefix}sw0"
+
+
+def second_switch_name(prefix: str) -> str:
+    """Return the name of the second lab switch (an L2 segment without addresses in the root namespace)."""
+    return f"{prefix}sw1"
+
+
+def second_veth_name(prefix: str, host: str) -> str:
+    """Return the root-namespace end of a host's veth pair to the second switch."""
+    return f"{prefix}-{host}-s1"
 
 
 def netns_name(prefix: str, host: str) -> str:
@@ -62,6 +75,10 @@ def ensure_switch(prefix: str, cidr: str, address: str) -> None:
     if want not in _addresses(name):
         run(["ip", "addr", "add", want, "dev", name])
     run(["ip", "link", "set", name, "up"])
+    second = second_switch_name(prefix)
+    if not link_exists(second):
+        run(["ip", "link", "add", second, "type", "bridge", "stp_state", "0", "forward_delay", "0"])
+    run(["ip", "link", "set", second, "up"])
 
 
 def ensure_host_network(prefix: str, host: str, address: str, cidr: str, gateway: str) -> None:
@@ -84,6 +101,20 @@ def ensure_host_network(prefix: str, host: str, address: str, cidr: str, gateway
         run(["ip", "-n", ns, "addr", "add", want, "dev", "br0"])
     run(["ip", "-n", ns, "link", "set", "br0", "up"])
     run(["ip", "-n", ns, "route", "replace", "default", "via", gateway])
+    _ensure_host_port(ns, second_veth_name(prefix, host), "eth1", second_switch_name(prefix), "br1")
+
+
+def _ensure_host_port(ns: str, veth: str, inner: str, switch: str, bridge: str) -> None:
+    """Join a bridge in the host to a switch in the root namespace through a veth pair (no address)."""
+    if not link_exists(veth):
+        if link_exists(inner, ns):
+            run(["ip", "-n", ns, "link", "del", inner])
+        run(["ip", "link", "add", veth, "type", "veth", "peer", "name", inner, "netns", ns])
+    run(["ip", "link", "set", veth, "master", switch, "up"])
+    if not link_exists(bridge, ns):
+        run(["ip", "-n", ns, "link", "add", bridge, "type", "bridge", "stp_state", "0", "forward_delay", "0"])
+    run(["ip", "-n", ns, "link", "set", inner, "master", bridge, "up"])
+    run(["ip", "-n", ns, "link", "set", bridge, "up"])
 
 
 def remove_host_network(prefix: str, host: str) -> None:
@@ -91,9 +122,9 @@ def remove_host_network(prefix: str, host: str) -> None:
     ns = netns_name(prefix, host)
     if (NETNS_DIR / ns).exists():
         run(["ip", "netns", "del", ns], check=False)
-    veth = veth_name(prefix, host)
-    if link_exists(veth):
-        run(["ip", "link", "del", veth], check=False)
+    for veth in (veth_name(prefix, host), second_veth_name(prefix, host)):
+        if link_exists(veth):
+            run(["ip", "link", "del", veth], check=False)
 
 
 def lab_netns(prefix: str) -> list[str]:
@@ -107,7 +138,8 @@ def lab_links(prefix: str) -> list[str]:
     """Return the names of root-namespace links that belong to the lab (switch and veths)."""
     data = json.loads(run(["ip", "-j", "link", "show"]).stdout or "[]")
     names = [str(link["ifname"]) for link in data]
-    return sorted(n for n in names if n == switch_name(prefix) or n.startswith(f"{prefix}-h"))
+    switches = {switch_name(prefix), second_switch_name(prefix)}
+    return sorted(n for n in names if n in switches or n.startswith(f"{prefix}-h"))
 
 
 def remove_switch(prefix: str) -> None:

@@ -1,4 +1,4 @@
-"""Images, flavors and networks."""
+"""Images and flavors (networks are in api/networks.py)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,9 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 
-from controller import events, ipam
+from controller import events
 from controller.api.common import body, core, require_admin, user
-from controller.db import now
-from controller.errors import BadRequest, Conflict, NotFound
+from controller.errors import BadRequest, Conflict
 from controller.ops import images
 
 bp = Blueprint("api_catalog", __name__)
@@ -56,45 +55,3 @@ def create_flavor() -> Any:
                         [name, *values])
         events.record(c.db, "flavor.create", "flavor", name, "ok", "", u["username"])
     return jsonify({"flavor": c.db.one("SELECT * FROM flavors WHERE id = ?", [cur.lastrowid])}), 201
-
-
-def _network(row: dict[str, Any]) -> dict[str, Any]:
-    import json
-
-    out = dict(row)
-    out["dns"] = json.loads(row["dns"])
-    out["range"] = [row["range_start"], row["range_end"]]
-    return out
-
-
-@bp.get("/networks")
-def list_networks() -> Any:
-    """List networks."""
-    return jsonify({"networks": [_network(r) for r in core().db.all("SELECT * FROM networks ORDER BY name")]})
-
-
-@bp.post("/networks")
-def create_network() -> Any:
-    """Admin: create a network on an existing bridge with its IP pool."""
-    u = require_admin()
-    row = ipam.validate_network(body())
-    c = core()
-    with c.db.write() as w:
-        if c.db.one("SELECT 1 FROM networks WHERE name = ?", [row["name"]]):
-            raise Conflict(f"a network named {row['name']!r} exists already")
-        row["created_at"] = now()
-        cols = ", ".join(row)
-        cur = w.execute(f"INSERT INTO networks ({cols}) VALUES ({', '.join('?' * len(row))})",  # noqa: S608
-                        list(row.values()))
-        events.record(c.db, "network.create", "network", row["name"], "ok", row["cidr"], u["username"])
-    return jsonify({"network": _network(c.db.one("SELECT * FROM networks WHERE id = ?", [cur.lastrowid]) or {})}), 201
-
-
-@bp.get("/networks/<ref>/addresses")
-def network_addresses(ref: str) -> Any:
-    """List the addresses held in a network."""
-    c = core()
-    net = c.db.one("SELECT * FROM networks WHERE name = ? OR CAST(id AS TEXT) = ?", [ref, ref])
-    if net is None:
-        raise NotFound(f"network {ref!r} not found")
-    return jsonify({"addresses": ipam.allocations(c.db, net["id"])})

@@ -8,7 +8,8 @@ from flask import Blueprint, jsonify
 
 from controller import views
 from controller.api.common import body, core, user
-from controller.ops import migrate, vms
+from controller.errors import NotFound
+from controller.ops import migrate, nics, vms
 
 bp = Blueprint("api_vms", __name__)
 
@@ -52,6 +53,16 @@ def migrate_vm(ref: str) -> Any:
     """Move a VM to another host: live when it runs, offline when stopped; answers 202 with the task."""
     c = core()
     return jsonify({"task": migrate.migrate(c, vms.find_vm(c, ref, user()), body(), user())}), 202
+
+
+@bp.put("/vms/<ref>/nics/<idx>")
+def change_nic_address(ref: str, idx: str) -> Any:
+    """Give a stopped VM's NIC another address (the requested one, or the lowest free); answers 202."""
+    c = core()
+    vm = vms.find_vm(c, ref, user())
+    if not idx.isdigit():
+        raise NotFound(f"VM {vm['name']} has no NIC {idx}; NICs are numbered from 0")
+    return jsonify({"task": nics.change_address(c, vm, int(idx), body(), user())}), 202
 
 
 @bp.get("/vms/<ref>/guest")

@@ -90,12 +90,13 @@ def run_migration(core: Core, vm: dict[str, Any], dest: dict[str, Any], body: di
     src, dst = core.agents.client(source), core.agents.client(dest)
     image = core.db.one("SELECT * FROM images WHERE id = ?", [vm["image_id"]])
     storage = vm["storage"]
-    nets = core.db.all("SELECT DISTINCT w.bridge FROM vm_nics n JOIN networks w ON w.id = n.network_id"
-                       " WHERE n.vm_id = ?", [vm["id"]])
+    nets = core.db.all("SELECT DISTINCT w.bridge, w.type, w.vlan_id, w.interface, w.mtu, w.persistent FROM vm_nics n"
+                       " JOIN networks w ON w.id = n.network_id WHERE n.vm_id = ?", [vm["id"]])
     state = src.vm(vm["id"]).get("state")
     live = state == "running"
     progress(5, f"preparing {dest['name']}")
-    spec: dict[str, Any] = {"storage": storage, "bridges": [n["bridge"] for n in nets], "disk_gib": vm["disk_gib"]}
+    spec: dict[str, Any] = {"storage": storage, "bridges": [n["bridge"] for n in nets], "disk_gib": vm["disk_gib"],
+                            "vlans": [dict(n) for n in nets if n["type"] == "vlan"]}
     if storage == "local":
         if image is None:
             raise TaskFailed("the VM's image is no longer in the inventory; its disk cannot be rebuilt elsewhere")

@@ -58,13 +58,7 @@ def _validate_create(core: Core, body: dict[str, Any]) -> dict[str, Any]:
     if image["state"] != "available":
         raise Conflict(f"image {image['name']} is {image['state']}; wait for its import to finish")
     flavor = _lookup(core, "flavors", body.get("flavor"), "flavor")
-    nets = body.get("networks")
-    if not isinstance(nets, list) or not nets:
-        raise BadRequest("'networks' must list at least one {\"network\": NAME, \"ip\"?: ADDRESS}")
-    for n in nets:
-        if not isinstance(n, dict) or "network" not in n:
-            raise BadRequest("each entry of 'networks' needs a 'network'")
-        ipam.network_by_ref(core.db, n["network"])
+    nets = _nic_requests(core, body)
     keys = body.get("ssh_keys") or []
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise BadRequest("'ssh_keys' must be a list of public key strings")
@@ -79,6 +73,51 @@ def _validate_create(core: Core, body: dict[str, Any]) -> dict[str, Any]:
         raise BadRequest("'hostname' must be a valid host name label")
     return {"name": name, "image": image, "flavor": flavor, "nets": nets, "ssh_keys": keys, "hostname": hostname,
             "storage": storage}
+
+
+def _nic_requests(core: Core, body: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return the requested NICs from ``nics``, ``networks`` (its older name) or ``network`` + ``ip``."""
+    if "network" in body and "nics" not in body and "networks" not in body:
+        nets: Any = [{"network": body["network"], **({"ip": body["ip"]} if body.get("ip") else {})}]
+    else:
+        nets = body.get("nics", body.get("networks"))
+    if not isinstance(nets, list) or not nets:
+        raise BadRequest("'networks' must list at least one {\"network\": NAME, \"ip\"?: ADDRESS}"
+                         " (or give 'nics', or one 'network' and 'ip')")
+    for n in nets:
+        if not isinstance(n, dict) or "network" not in n:
+            raise BadRequest("each entry of 'networks' needs a 'network'")
+        if n.get("ip") is not None and not isinstance(n["ip"], str):
+            raise BadRequest("'ip' must be an address string")
+        if not isinstance(n.get("default", False), bool):
+            raise BadRequest("'default' must be true or false")
+        ipam.network_by_ref(core.db, n["network"])
+    defaults = [n for n in nets if n.get("default")]
+    if len(defaults) > 1:
+        raise BadRequest("only one NIC may be the default (the one with the default route); mark at most one")
+    for n in defaults:
+        if not ipam.network_by_ref(core.db, n["network"])["gateway"]:
+            raise BadRequest(f"network {n['network']} has no gateway, so its NIC cannot carry the default route")
+    return nets
+
+
+def default_nic(nets: list[dict[str, Any]], networks: list[dict[str, Any]]) -> int | None:
+    """Return the index of the NIC with the default route: the one marked default, else the first with a gateway."""
+    for idx, entry in enumerate(nets):
+        if entry.get("default"):
+            return idx
+    return next((idx for idx, net in enumerate(networks) if net["gateway"]), None)
+
+
+def nic_spec(net: dict[str, Any], mac: str, address: str, is_default: bool) -> dict[str, Any]:
+    """Return what the agent needs for one NIC: switch plumbing and the guest's addressing."""
+    prefix = ipaddress.ip_network(net["cidr"]).prefixlen
+    return {
+        "mac": mac, "bridge": net["bridge"], "addresses": [f"{address}/{prefix}"],
+        "gateway": net["gateway"] if is_default else None, "dns": json.loads(net["dns"]),
+        "type": net.get("type", "bridge"), "vlan_id": net.get("vlan_id"), "interface": net.get("interface"),
+        "mtu": net.get("mtu"), "persistent": bool(net.get("persistent")),
+    }
 
 
 def create(core: Core, body: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
@@ -101,21 +140,17 @@ def create(core: Core, body: dict[str, Any], user: dict[str, Any]) -> dict[str, 
              flavor["memory_mib"], flavor["disk_gib"], v["hostname"], v["storage"], stamp, stamp],
         )
         nics: list[dict[str, Any]] = []
-        for idx, entry in enumerate(v["nets"]):
-            net = ipam.network_by_ref(db, entry["network"])
+        networks = [ipam.network_by_ref(db, entry["network"]) for entry in v["nets"]]
+        # Exactly one default route: the NIC marked default, else the first network with a gateway.
+        default = default_nic(v["nets"], networks)
+        for idx, (entry, net) in enumerate(zip(v["nets"], networks, strict=True)):
             address = ipam.allocate(db, net, vm_id, entry.get("ip"))
             mac = new_mac(db)
             w.execute(
-                "INSERT INTO vm_nics (vm_id, idx, network_id, mac, address) VALUES (?, ?, ?, ?, ?)",
-                [vm_id, idx, net["id"], mac, address],
+                "INSERT INTO vm_nics (vm_id, idx, network_id, mac, address, is_default) VALUES (?, ?, ?, ?, ?, ?)",
+                [vm_id, idx, net["id"], mac, address, int(idx == default)],
             )
-            prefix = ipaddress.ip_network(net["cidr"]).prefixlen
-            nics.append({
-                "mac": mac, "bridge": net["bridge"], "addresses": [f"{address}/{prefix}"],
-                # Exactly one default route: the first network that has a gateway.
-                "gateway": net["gateway"] if net["gateway"] and not any(n["gateway"] for n in nics) else None,
-                "dns": json.loads(net["dns"]),
-            })
+            nics.append(nic_spec(net, mac, address, idx == default))
         task_id = core.tasks.create("vm.create", user["id"], vm_id, v["name"], host["id"])
         events.record(core.db, "vm.create", "vm", vm_id, "accepted", f"name={v['name']} host={host['name']}",
                       user["username"])
@@ -124,6 +159,7 @@ def create(core: Core, body: dict[str, Any], user: dict[str, Any]) -> dict[str, 
         "disk_gib": flavor["disk_gib"], "image_sha256": image["sha256"], "hostname": v["hostname"],
         "nics": nics, "ssh_keys": v["ssh_keys"], "password": body.get("password"),
         "user_data": body.get("user_data"), "vm_id": vm_id, "owner": user["username"], "storage": v["storage"],
+        "cloud_init": bool(image["cloud_init"]),
     }
 
     sent = {"create": False}  # whether the host may hold a domain or disks of this VM
