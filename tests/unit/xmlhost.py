@@ -16,7 +16,7 @@ import libvirt
 from flask.testing import FlaskClient
 
 from controller.core import Core
-from controller.pki import CONTROLLER_CLIENT_CN
+from controller.tls import CONTROLLER_CLIENT_CN
 from hostagent.app import Agent, create_agent_app
 from hostagent.config import AgentConfig
 from hostagent.domainxml import DomainSpec, NicSpec, build_domain
