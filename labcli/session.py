@@ -14,7 +14,7 @@ from pathlib import Path
 from controller import pki
 from labcli import config
 from labcli.client import Client
-from labcli.errors import ConnectionFailed, UsageError
+from labcli.errors import ApiError, ConnectionFailed, NotLoggedIn, UsageError
 
 
 def connect() -> Client:
@@ -69,12 +69,23 @@ def login(args: argparse.Namespace) -> int:
 
 
 def logout(_args: argparse.Namespace) -> int:
-    """Forget the stored URL, token and CA."""
+    """Revoke the stored token on the controller, then forget the URL, token and CA."""
     path = config.config_path()
-    if config.remove(path):
-        print(f"logged out; removed {path}")
-    else:
+    if not path.exists():
         print("not logged in", file=sys.stderr)
+        return 0
+    try:
+        cfg = config.Config.load(path)
+        Client(cfg.url, cfg.ca_file, cfg.token).delete("/tokens/current")
+    except NotLoggedIn:
+        pass  # a damaged config: nothing to revoke with it
+    except ApiError as exc:
+        if exc.status != 401:  # 401: the token was revoked already
+            print(f"labcloud: the controller did not revoke the token: {exc}", file=sys.stderr)
+    except ConnectionFailed as exc:
+        print(f"labcloud: could not revoke the token, it stays valid: {exc}", file=sys.stderr)
+    config.remove(path)
+    print(f"logged out; removed {path}")
     return 0
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 
 from controller.core import Core
 from controller.pki import CertificateAuthority, fingerprint
@@ -147,12 +148,23 @@ def test_an_unreachable_controller_exits_5(run: Run, admin: str, config_file: Pa
     assert rc == errors.CONNECTION and "cannot reach" in err
 
 
-def test_logout_forgets_the_login(run: Run, admin: str, config_file: Path) -> None:
+def test_logout_revokes_the_token_and_forgets_the_login(run: Run, admin: str, config_file: Path,
+                                                       client: FlaskClient) -> None:
     ca_file = config.ca_path_for(config_file)
+    token = json.loads(config_file.read_text())["token"]
     assert ca_file.exists()
     assert run("logout")[0] == 0
     assert not config_file.exists() and not ca_file.exists()
+    assert client.get("/api/v1/whoami", headers={"Authorization": f"Bearer {token}"}).status_code == 401
     assert run("list")[0] == errors.AUTH
+    assert run("logout")[0] == 0  # twice is fine
+
+
+def test_logout_without_the_controller_still_forgets(run: Run, admin: str, config_file: Path) -> None:
+    saved = json.loads(config_file.read_text())
+    config_file.write_text(json.dumps({**saved, "url": "https://127.0.0.1:1"}))
+    rc, _, err = run("logout")
+    assert rc == 0 and "stays valid" in err and not config_file.exists()
 
 
 # --- read verbs: tables and --json -------------------------------------------------------------------------------
