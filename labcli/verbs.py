@@ -86,7 +86,9 @@ def follow(client: Client, args: argparse.Namespace, task: dict[str, Any]) -> in
         raise TaskFailed(f"{what} failed: {task.get('error')}", task.get("request_id"))
     if not args.json:
         if task["state"] == "succeeded":
-            print(f"{what} succeeded")
+            result = task.get("result") or {}
+            facts = ", ".join(f"{k} {output.cell(v)}" for k, v in result.items() if k not in ("vm_id", "image_id"))
+            print(f"{what} succeeded" + (f" ({facts})" if facts else ""))
         else:
             print(f"{what} started: task {task['id']} ('labcloud tasks' to follow it)")
     return OK

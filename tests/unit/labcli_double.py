@@ -113,4 +113,21 @@ def contract_app(ca_pem: bytes) -> tuple[Flask, dict[str, Any]]:
                                     "page": "https://127.0.0.1:8470/vms/vm1-id/console",
                                     "expires_at": "2026-11-21T22:10:02+00:00", "password": None}})
 
+    @app.post("/api/v1/vms/<ref>/migrate")
+    def migrate(ref: str) -> Any:
+        state["polls"] = 0
+        return jsonify({"task": _task("pending", 0, "queued")}), 202
+
+    @app.get("/api/v1/tasks/<task_id>")
+    def task(task_id: str) -> Any:
+        state["polls"] += 1
+        if state["polls"] < 3:
+            return jsonify({"task": _task("running", 40 * state["polls"], "copying memory")})
+        return jsonify({"task": _task("succeeded", 100, "done", {"vm_id": "x", "from": "h1", "to": "h2"})})
+
     return app, state
+
+
+def _task(state: str, progress: int, message: str, result: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"id": "t1", "kind": "vm.migrate", "state": state, "progress": progress, "message": message,
+            "error": None, "result": result, "request_id": "req-double", "vm_name": "vm1"}

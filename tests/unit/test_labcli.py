@@ -427,3 +427,10 @@ def test_a_refused_token_exits_3(run: Run, double: dict[str, Any], config_file: 
     saved = json.loads(config_file.read_text())
     config_file.write_text(json.dumps({**saved, "token": "lct_wrong"}))
     assert run("dumpxml", "vm1")[0] == errors.AUTH
+
+
+def test_wait_shows_progress_until_the_task_succeeds(run: Run, double: dict[str, Any]) -> None:
+    rc, out, err = run("migrate", "vm1", "--to", "h2", "--wait")
+    assert rc == 0, err
+    assert out.strip() == "vm.migrate of vm1 succeeded (from h1, to h2)"
+    assert [line.split("]")[1].split()[0] for line in err.splitlines()] == ["40%", "80%", "100%"]
