@@ -133,11 +133,11 @@ def test_shutdown_start_reboot(lc: Labcloud) -> None:
     lc.ok("shutdown", VM, "--wait")
     assert lc.json("show", VM)["vm"]["state"] == "shutoff"
     lc.ok("start", VM, "--wait")
-    vm = lc.json("show", VM)["vm"]
-    assert vm["state"] == "running"
-    assert vm["memory_mib"] == NEW_MEMORY_KIB // 1024  # the edited size, now in effect and in the inventory
+    assert lc.json("show", VM)["vm"]["state"] == "running"
     out = lc.ok("reboot", VM, "--wait")
     assert f"vm.reboot of {VM} succeeded" in out
+    # The size edited above is in effect since the start, and in the inventory.
+    assert lc.json("show", VM)["vm"]["memory_mib"] == NEW_MEMORY_KIB // 1024
 
 
 def test_migrate_and_console(lc: Labcloud) -> None:
