@@ -82,6 +82,13 @@ def issue_token(db: Database, user_id: int, name: str) -> str:
     return token
 
 
+def revoke_token(db: Database, token: str) -> bool:
+    """Delete an API token; return whether it existed."""
+    with db.write() as w:
+        cur = w.execute("DELETE FROM api_tokens WHERE token_hash = ?", [token_hash(token)])
+        return cur.rowcount > 0
+
+
 def user_for_token(db: Database, token: str) -> dict[str, Any] | None:
     """Return the user a bearer token belongs to."""
     row = db.one(

@@ -2,17 +2,22 @@
 
 The CA signs one certificate per host (from a CSR made on the host, so a host's
 key never leaves it), the controller's HTTPS server certificate and the client
-certificate the controller presents to agents.
+certificate the controller presents to agents. Clients that know only the CA's
+fingerprint (an agent joining, the `labcloud` CLI logging in) fetch the CA with
+`fetch_pinned_ca`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import http.client
 import ipaddress
 import os
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -192,3 +197,44 @@ def verify_issued_by(leaf_der: bytes, ca_pem: bytes) -> None:
         leaf.verify_directly_issued_by(ca)
     except Exception as exc:
         raise ValueError(f"certificate not issued by the pinned CA: {exc}") from exc
+
+
+class PinError(ValueError):
+    """The server did not hand out the CA whose fingerprint was pinned."""
+
+
+def fetch_pinned_ca(url: str, ca_fingerprint: str, timeout: float = 30) -> bytes:
+    """Fetch a controller's CA (PEM) and accept it only if it hashes to ca_fingerprint.
+
+    The channel cannot be verified before the CA is known, so this one request
+    trusts the pin instead: the CA must hash to the fingerprint the caller got
+    out of band (a join token, the controller's start-up message), and the
+    server's certificate must be issued by that CA. Raises PinError when either
+    check fails, OSError when the server cannot be reached.
+    """
+    parsed = urlparse(url)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # replaced by the pin checks below
+    conn = http.client.HTTPSConnection(parsed.hostname or "", parsed.port or 443, context=ctx, timeout=timeout)
+    try:
+        conn.request("GET", "/api/v1/pki/ca.pem")
+        resp = conn.getresponse()
+        body = resp.read()
+        peer = conn.sock.getpeercert(binary_form=True) if conn.sock else None
+    finally:
+        conn.close()
+    if resp.status != 200 or peer is None:
+        raise PinError(f"{url} did not hand out its CA (HTTP {resp.status}); is it a labcloud controller?")
+    try:
+        actual = fingerprint(body)
+    except ValueError as exc:
+        raise PinError(f"{url} handed out something that is not a certificate: {exc}") from exc
+    if actual != ca_fingerprint.lower():
+        raise PinError(f"the controller's CA has fingerprint {actual}, not the expected one: wrong URL, "
+                       "or someone in between")
+    try:
+        verify_issued_by(peer, body)
+    except ValueError as exc:
+        raise PinError(f"the controller's TLS certificate is not from its CA: {exc}") from exc
+    return body

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
-import http.client
 import shutil
 import socket
-import ssl
 from pathlib import Path
 from urllib.parse import urlparse
 
 import libvirt
 import requests
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from lxml import etree
 
-from controller.pki import key_pem, make_csr, new_key, verify_issued_by, write_private
+from controller import pki
+from controller.pki import key_pem, make_csr, new_key, write_private
 from hostagent.config import AgentConfig
 
 
@@ -33,35 +29,13 @@ def parse_token(token: str) -> tuple[str, str]:
 
 
 def fetch_pinned_ca(url: str, ca_fingerprint: str, timeout: float = 30) -> bytes:
-    """Fetch the controller's CA and accept it only if it matches the token's fingerprint.
-
-    The channel cannot be verified before the CA is known, so this one request
-    trusts the pin instead: the CA must hash to the fingerprint carried in the
-    one-time token, and the server's certificate must be issued by that CA.
-    """
-    parsed = urlparse(url)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE  # replaced by the pin checks below
-    conn = http.client.HTTPSConnection(parsed.hostname or "", parsed.port or 443, context=ctx, timeout=timeout)
+    """Fetch the controller's CA and accept it only if it matches the join token's fingerprint."""
     try:
-        conn.request("GET", "/api/v1/pki/ca.pem")
-        resp = conn.getresponse()
-        body = resp.read()
-        peer = conn.sock.getpeercert(binary_form=True) if conn.sock else None
-    finally:
-        conn.close()
-    if resp.status != 200 or peer is None:
-        raise JoinError(f"{url} did not hand out its CA (HTTP {resp.status}); is it a labcloud controller?")
-    ca = x509.load_pem_x509_certificate(body)
-    actual = hashlib.sha256(ca.public_bytes(serialization.Encoding.DER)).hexdigest()
-    if actual != ca_fingerprint:
-        raise JoinError("the controller's CA does not match the join token: wrong URL, or someone in between")
-    try:
-        verify_issued_by(peer, body)
-    except ValueError as exc:
-        raise JoinError(f"the controller's TLS certificate is not from its CA: {exc}") from exc
-    return body
+        return pki.fetch_pinned_ca(url, ca_fingerprint, timeout)
+    except pki.PinError as exc:
+        raise JoinError(f"{exc} (the fingerprint comes from the join token)") from exc
+    except OSError as exc:
+        raise JoinError(f"cannot reach the controller at {url}: {exc}") from exc
 
 
 def host_uuid(uri: str) -> str:

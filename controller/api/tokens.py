@@ -1,10 +1,10 @@
-"""API tokens: log in with a password to get one; list them."""
+"""API tokens: log in with a password to get one; revoke the one in use."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, g, jsonify, request
 
 from controller import auth, events
 from controller.api.common import body, core, user
@@ -33,6 +33,18 @@ def create_token() -> Any:
     token = auth.issue_token(c.db, found["id"], str(data.get("name") or "api"))
     events.record(c.db, "auth.token", "user", username, "ok", "", username, request.remote_addr)
     return jsonify({"token": token, "user": {"username": found["username"], "role": found["role"]}}), 201
+
+
+@bp.delete("/tokens/current")
+def revoke_current_token() -> Any:
+    """Revoke the bearer token this request carries (`labcloud logout`)."""
+    u = user()
+    if g.get("via") != "token":
+        raise BadRequest("only a bearer token can revoke itself: send it as 'Authorization: Bearer <token>'")
+    auth.revoke_token(core().db, request.headers["Authorization"][7:].strip())
+    events.record(core().db, "auth.token.revoke", "user", u["username"], "ok", "", u["username"],
+                  request.remote_addr)
+    return jsonify({"revoked": True})
 
 
 @bp.get("/whoami")

@@ -93,6 +93,17 @@ def test_valid_token_is_accepted(client: FlaskClient, auth: dict[str, str]) -> N
     assert client.get("/api/v1/whoami", headers=auth).get_json() == {"username": "admin", "role": "admin"}
 
 
+def test_a_token_revokes_itself_and_only_itself(client: FlaskClient, auth: dict[str, str], inv: Inventory) -> None:
+    other = client.post("/api/v1/tokens", json={"username": "admin", "password": ADMIN_PASSWORD}).get_json()["token"]
+    tokens = inv.count("api_tokens")
+    resp = client.delete("/api/v1/tokens/current", headers=auth)
+    assert resp.status_code == 200 and resp.get_json() == {"revoked": True}
+    assert inv.count("api_tokens") == tokens - 1
+    assert_error(client.get("/api/v1/whoami", headers=auth), 401)
+    assert_error(client.delete("/api/v1/tokens/current", headers=auth), 401)
+    assert client.get("/api/v1/whoami", headers={"Authorization": f"Bearer {other}"}).status_code == 200
+
+
 def test_token_with_wrong_password_is_refused(client: FlaskClient, inv: Inventory) -> None:
     tokens = inv.count("api_tokens")
     err = assert_error(client.post("/api/v1/tokens", json={"username": "admin", "password": "wrong-pass"}), 401)

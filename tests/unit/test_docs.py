@@ -13,6 +13,7 @@ from flask import Flask
 
 from controller import cli as controller_cli
 from hostagent import cli as agent_cli
+from labcli import cli as labcloud_cli
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 IGNORED_METHODS = {"HEAD", "OPTIONS"}  # answered by Flask for every rule
@@ -92,7 +93,8 @@ def commands(parser: argparse.ArgumentParser) -> dict[str, list[str]]:
 
 
 @pytest.mark.parametrize(("program", "main"), [("labcloud-controller", controller_cli.main),
-                                               ("labcloud-agent", agent_cli.main)])
+                                               ("labcloud-agent", agent_cli.main),
+                                               ("labcloud", labcloud_cli.main)])
 def test_every_cli_subcommand_and_option_is_documented(program: str, main: Callable[[list[str]], Any],
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     text = (DOCS / "cli.md").read_text()

@@ -1,0 +1,1 @@
+"""`labcloud`: a virsh-like command-line client of the labcloud API."""
