@@ -71,6 +71,9 @@ def create_app(config: Config | None = None, core: Core | None = None) -> Flask:
             return api.error_response(400, "csrf", message)
         return render_template("error.html", message=message), 400
 
+    # The console's websocket is on its own port: a different origin that CSP must name.
+    sockets = " ".join(f"wss://{name}:{config.console_port}" for name in config.server_names)
+
     @app.after_request
     def headers(resp: Any) -> Any:
         resp.headers[reqid.HEADER] = reqid.get()
@@ -79,7 +82,7 @@ def create_app(config: Config | None = None, core: Core | None = None) -> Flask:
         resp.headers["Referrer-Policy"] = "same-origin"
         resp.headers["Content-Security-Policy"] = (
             "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
-            " connect-src 'self'; frame-ancestors 'none'; form-action 'self'"
+            f" connect-src 'self' {sockets}; frame-ancestors 'none'; form-action 'self'"
         )
         return resp
 

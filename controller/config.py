@@ -16,6 +16,7 @@ class Config:
     port: int = 8470
     agent_listen: str = "127.0.0.1"              # agent channel (mutual TLS)
     agent_port: int = 8471
+    console_port: int = 8473                     # console websocket proxy (TLS), on `listen`
     server_names: list[str] = field(default_factory=lambda: ["127.0.0.1", "localhost"])
     admin_password: str | None = None           # else generated and printed once
     host_down_after_s: float = 20.0
@@ -58,6 +59,7 @@ class Config:
             cfg.data_dir = Path(env["LABCLOUD_DATA_DIR"])
         cfg.listen = env.get("LABCLOUD_LISTEN", cfg.listen)
         cfg.port = int(env.get("LABCLOUD_PORT", cfg.port))
+        cfg.console_port = int(env.get("LABCLOUD_CONSOLE_PORT", cfg.console_port))
         cfg.agent_listen = env.get("LABCLOUD_AGENT_LISTEN", cfg.agent_listen)
         cfg.agent_port = int(env.get("LABCLOUD_AGENT_PORT", cfg.agent_port))
         if "LABCLOUD_SERVER_NAMES" in env:

@@ -52,7 +52,7 @@ class Agent:
             "libvirt_version": _version(conn.getLibVersion()), "hypervisor_version": _version(conn.getVersion()),
             "virt_type": self.config.virt_type, "hostname": platform.node(),
             "shared_pool": bool(self.config.shared_pool_path), "shared_pool_unsafe": self.config.shared_pool_unsafe,
-            "migration_tls": bool(self.config.libvirt_pki_dir),
+            "migration_tls": bool(self.config.libvirt_pki_dir), "console_port": self.config.console_port,
         }
 
     def fetch(self, url: str) -> Iterator[bytes]:

@@ -273,3 +273,16 @@ def disk_paths(xml: str | bytes) -> list[str]:
 def interface_macs(xml: str | bytes) -> list[str]:
     """Return the MAC addresses of all interfaces, lower-cased, in order."""
     return [mac.lower() for mac in _strings(parse_xml(xml), "./devices/interface/mac/@address")]
+
+
+LOOPBACK_LISTENS = ("127.0.0.1", "::1", "localhost")
+
+
+def vnc_port(xml: str | bytes) -> int | None:
+    """Return the loopback TCP port of a running domain's VNC display, or None when it has none there."""
+    for graphics in parse_xml(xml).iterfind("./devices/graphics[@type='vnc']"):
+        port = int(graphics.get("port") or -1)
+        listens = {graphics.get("listen")} | {e.get("address") for e in graphics.iterfind("listen[@address]")}
+        if port > 0 and listens - {None} <= set(LOOPBACK_LISTENS):
+            return port
+    return None

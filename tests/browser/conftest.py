@@ -34,7 +34,7 @@ from tests.conftest import ADMIN_PASSWORD, MEMBER_PASSWORD, Inventory
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
-PORT, AGENT_PORT = 18470, 18471
+PORT, AGENT_PORT, CONSOLE_PORT = 18470, 18471, 18473
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -127,7 +127,8 @@ def controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller]
     data = tmp_path_factory.mktemp("controller")
     log = data.parent / "controller.log"
     env = {**os.environ, "LABCLOUD_DATA_DIR": str(data), "LABCLOUD_PORT": str(PORT),
-           "LABCLOUD_AGENT_PORT": str(AGENT_PORT), "LABCLOUD_ADMIN_PASSWORD": ADMIN_PASSWORD,
+           "LABCLOUD_AGENT_PORT": str(AGENT_PORT), "LABCLOUD_CONSOLE_PORT": str(CONSOLE_PORT),
+           "LABCLOUD_ADMIN_PASSWORD": ADMIN_PASSWORD,
            "LABCLOUD_LISTEN": "127.0.0.1", "LABCLOUD_AGENT_LISTEN": "127.0.0.1"}
     env.pop("LABCLOUD_SERVER_NAMES", None)
     exe = Path(sys.executable).parent / "labcloud-controller"
