@@ -16,6 +16,7 @@ from controller.pki import write_private
 
 ROOT = Path(__file__).resolve().parent.parent
 csrf = CSRFProtect()
+STREAMED_BODY_ENDPOINTS = {"api.api_catalog.upload_image"}
 
 
 def _secret_key(config: Config) -> bytes:
@@ -46,6 +47,10 @@ def create_app(config: Config | None = None, core: Core | None = None) -> Flask:
     def bind_request_id() -> None:
         reqid.set(reqid.accept(request.headers.get(reqid.HEADER)))
         g.user = None
+        if request.endpoint in STREAMED_BODY_ENDPOINTS:
+            # Read in chunks, never whole; the view enforces its own limit with a message that names it
+            # (None would mean MAX_CONTENT_LENGTH again).
+            request.max_content_length = 1 << 62
 
     # After bind_request_id: CSRF refusals must carry this request's id.
     csrf.init_app(app)

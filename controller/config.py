@@ -24,6 +24,7 @@ class Config:
     task_workers: int = 8
     join_token_ttl_s: int = 3600
     lab_mode: bool = False
+    image_upload_max_bytes: int = 20 * 1024**3   # POST /api/v1/images/upload
 
     @property
     def db_path(self) -> Path:
@@ -65,5 +66,7 @@ class Config:
         if "LABCLOUD_SERVER_NAMES" in env:
             cfg.server_names = [n for n in env["LABCLOUD_SERVER_NAMES"].split(",") if n]
         cfg.admin_password = env.get("LABCLOUD_ADMIN_PASSWORD") or None
+        if "LABCLOUD_IMAGE_UPLOAD_MAX_BYTES" in env:
+            cfg.image_upload_max_bytes = int(env["LABCLOUD_IMAGE_UPLOAD_MAX_BYTES"])
         cfg.lab_mode = env.get("LABCLOUD_LAB_MODE", "") == "1"
         return cfg
