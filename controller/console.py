@@ -43,6 +43,7 @@ def flask_session_reader(app: Any) -> SessionReader:
     """Return a reader of the UI's signed session cookie, with the app's own key and cookie name."""
     serializer = app.session_interface.get_signing_serializer(app)
     name = app.config["SESSION_COOKIE_NAME"]
+    max_age = int(app.permanent_session_lifetime.total_seconds())  # what Flask itself accepts
 
     def read(cookie_header: str) -> int | None:
         try:
@@ -52,7 +53,7 @@ def flask_session_reader(app: Any) -> SessionReader:
         if morsel is None or serializer is None:
             return None
         try:
-            data = serializer.loads(morsel.value)
+            data = serializer.loads(morsel.value, max_age=max_age)
         except Exception:  # a bad signature or garbage: no user
             return None
         user_id = data.get("user_id") if isinstance(data, dict) else None
