@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -61,18 +62,20 @@ def measure(vms: int = 200, runs: int = 50, warmup: int = 3, work_dir: Path | No
                 session["user_id"] = admin["id"]
             results: dict[str, Any] = {}
             for page, path in PAGES.items():
-                times = []
+                times, cpu = [], []
                 for k in range(warmup + runs):
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.process_time()
                     resp = client.get(path)
                     body = resp.get_data()
-                    elapsed = (time.perf_counter() - t0) * 1000
+                    elapsed, used = (time.perf_counter() - t0) * 1000, (time.process_time() - c0) * 1000
                     if resp.status_code != 200:
                         raise RuntimeError(f"{path} answered {resp.status_code}")
                     if k >= warmup:
                         times.append(elapsed)
+                        cpu.append(used)
                 stats = summary(times)
-                results[page] = {"path": path, "bytes": len(body), "ms": stats,
+                # CPU time too: on a loaded machine wall time measures the neighbours as much as the page.
+                results[page] = {"path": path, "bytes": len(body), "ms": stats, "cpu_ms": summary(cpu),
                                  "goal_p95_ms": GOAL_P95_MS, "met": stats["p95"] < GOAL_P95_MS}
             listed = client.get("/vms").get_data().count(b"<tr data-vm-id")
         finally:
@@ -80,18 +83,19 @@ def measure(vms: int = 200, runs: int = 50, warmup: int = 3, work_dir: Path | No
             core.tasks.shutdown(wait=True)
             core.db.close()
     return {"vms": vms, "hosts": HOSTS, "runs": runs, "warmup": warmup, "vm_rows_listed": listed,
-            "pages": results}
+            "load_average": list(os.getloadavg()), "cpus": os.cpu_count(), "pages": results}
 
 
 def report(result: dict[str, Any]) -> str:
     """Return a plain-text table of the results."""
     lines = [f"{result['vms']} VMs on {result['hosts']} hosts, {result['runs']} runs per page "
-             f"(after {result['warmup']} warm-up), server time in ms:",
-             f"{'page':<10} {'p50':>7} {'p95':>7} {'max':>7} {'bytes':>8}  goal p95 < {GOAL_P95_MS:.0f} ms"]
+             f"(after {result['warmup']} warm-up), server time in ms (wall; CPU in the last two columns):",
+             f"{'page':<10} {'p50':>7} {'p95':>7} {'max':>7} {'bytes':>8}  {'goal p95<' + str(int(GOAL_P95_MS)):<12}"
+             f" {'cpu p50':>7} {'cpu p95':>7}"]
     for page, r in result["pages"].items():
-        ms = r["ms"]
+        ms, cpu = r["ms"], r["cpu_ms"]
         lines.append(f"{page:<10} {ms['median']:7.1f} {ms['p95']:7.1f} {ms['max']:7.1f} {r['bytes']:8d}  "
-                     f"{'met' if r['met'] else 'NOT met'}")
+                     f"{'met' if r['met'] else 'NOT met':<12} {cpu['median']:7.1f} {cpu['p95']:7.1f}")
     return "\n".join(lines)
 
 

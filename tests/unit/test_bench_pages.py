@@ -17,6 +17,6 @@ def test_page_benchmark_reports_server_times(tmp_path: Path, capsys: object) -> 
     for page in result["pages"].values():
         ms = page["ms"]
         assert ms["n"] == 3 and 0 < ms["median"] <= ms["p95"] <= ms["max"] and not math.isnan(ms["p95"])
-        assert page["bytes"] > 1000 and page["goal_p95_ms"] == 100.0
+        assert page["bytes"] > 1000 and page["goal_p95_ms"] == 100.0 and page["cpu_ms"]["n"] == 3
     out = capsys.readouterr().out  # type: ignore[attr-defined]
     assert "vm_list" in out and "dashboard" in out
