@@ -180,6 +180,8 @@ def test_console_page_says_when_the_host_does_not_answer(page: Any) -> None:
     if novnc_installed():
         expect(page.locator("#console-status")).to_contain_text("Check that the VM is running")
         expect(page.get_by_role("button", name="Connect again")).to_be_visible()
+    # noVNC scales its canvas to this box; a box with no definite height shows a screen 0 pixels high.
+    assert page.locator("#console-screen").bounding_box()["height"] > 300
     assert page.title() == "Console of web1 · labcloud"
 
 

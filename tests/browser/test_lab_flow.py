@@ -125,7 +125,10 @@ def test_create_watch_console_migrate_destroy(lab_browser: Any, cloud: LabCloud,
         stats = wait_for_login_screen(page)
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         shot_path = SCREENSHOTS / "console.png"
-        page.locator("#console-screen canvas").screenshot(path=str(shot_path))
+        canvas = page.locator("#console-screen canvas").first
+        expect(canvas).to_be_visible()  # noVNC scales it to the box: a box without a height hides it
+        assert canvas.bounding_box()["height"] > 300, canvas.bounding_box()
+        canvas.screenshot(path=str(shot_path))
         assert stats["lit"] > 500 and distinct_pixel_bytes(shot_path.read_bytes()) > 2, f"blank console: {stats}"
         page.screenshot(path=str(SCREENSHOTS / "console-page.png"))
 
@@ -159,5 +162,9 @@ def test_create_watch_console_migrate_destroy(lab_browser: Any, cloud: LabCloud,
         expect(page.locator("section.task-box")).to_have_attribute("data-task-state", "succeeded", timeout=300_000)
         expect(page.locator("tr[data-vm-id]").filter(has_text=NAME)).to_have_count(0, timeout=30_000)
         assert api.call("GET", f"/vms/{NAME}").status_code == 404
+    except Exception:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "lab-flow-failure.png"))
+        raise
     finally:
         context.close()
