@@ -64,15 +64,17 @@ def free_address(api: Api, cloud: LabCloud) -> str:
 
 
 def wait_for_login_screen(page: Any, timeout: float = 300) -> dict[str, Any]:
-    """Poll the console's canvas until text is drawn and stays put for 5 s; return its stats.
+    """Poll the console's canvas until the login prompt is drawn; return its stats.
 
-    "Stays put" allows a few hundred pixels of change: the text-mode cursor blinks under the prompt.
+    getty clears tty1 and writes two lines at the top ("Debian GNU/Linux 12 NAME tty1", "NAME login:"),
+    so the prompt is text in the top half only, after the boot messages that fill the screen, and it
+    stays put for 5 s, give or take a few hundred pixels: the text-mode cursor blinks after the prompt.
     """
     deadline = time.monotonic() + timeout
     last, since = None, time.monotonic()
     while time.monotonic() < deadline:
         stats = page.evaluate(CANVAS_STATS)
-        if stats and stats["lit"] > 500:
+        if stats and stats["lit"] > 500 and stats["lastRow"] < stats["height"] / 2:
             if last is None or abs(stats["lit"] - last["lit"]) > 300 or stats["lastRow"] > last["lastRow"] + 4:
                 last, since = stats, time.monotonic()
             elif time.monotonic() - since >= 5:
@@ -145,6 +147,7 @@ def test_create_watch_console_migrate_destroy(lab_browser: Any, cloud: LabCloud,
         expect(dialog.locator(".migrate-progress")).to_be_visible()
         expect(dialog.locator("progress")).to_have_js_property("value", 100, timeout=600_000)
         seen = page.evaluate("() => { clearInterval(window.progressTimer); return window.seenProgress; }")
+        print(f"migration progress bar values seen: {seen}")
         assert any(0 < v < 100 for v in seen), f"the progress bar never showed a value between 0 and 100: {seen}"
         assert seen[-1] == 100, seen
         expect(dialog.locator(".form-error")).to_be_hidden()
