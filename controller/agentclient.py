@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import ssl
 import threading
 from pathlib import Path
 from typing import Any
 
 import requests
+from websockets.sync.client import ClientConnection, connect
 
 from controller import reqid
 
 log = logging.getLogger(__name__)
+AGENT_CONSOLE_PORT = 8474  # the agent's default; each agent reports its own in its facts
 
 
 class AgentError(Exception):
@@ -174,3 +178,14 @@ class AgentPool:
                 session.cert = (str(self.cert), str(self.key))
                 self._sessions[host["id"]] = session
         return AgentClient(host, session)
+
+    def console(self, host: dict[str, Any], uuid: str, timeout: float = 10.0) -> ClientConnection:
+        """Open a VM's VNC relay on its host's agent: a websocket over mutual TLS (raises OSError on failure)."""
+        try:
+            port = int(json.loads(host.get("facts") or "{}").get("console_port") or AGENT_CONSOLE_PORT)
+        except (ValueError, TypeError):
+            port = AGENT_CONSOLE_PORT
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.ca))
+        ctx.load_cert_chain(str(self.cert), str(self.key))
+        return connect(f"wss://{host['address']}:{port}/v1/vms/{uuid}/vnc", ssl=ctx, open_timeout=timeout,
+                       compression=None, max_size=None, additional_headers={reqid.HEADER: reqid.get()})

@@ -16,6 +16,7 @@ from controller.pki import write_private
 
 ROOT = Path(__file__).resolve().parent.parent
 csrf = CSRFProtect()
+STREAMED_BODY_ENDPOINTS = {"api.api_catalog.upload_image"}
 
 
 def _secret_key(config: Config) -> bytes:
@@ -46,6 +47,10 @@ def create_app(config: Config | None = None, core: Core | None = None) -> Flask:
     def bind_request_id() -> None:
         reqid.set(reqid.accept(request.headers.get(reqid.HEADER)))
         g.user = None
+        if request.endpoint in STREAMED_BODY_ENDPOINTS:
+            # Read in chunks, never whole; the view enforces its own limit with a message that names it
+            # (None would mean MAX_CONTENT_LENGTH again).
+            request.max_content_length = 1 << 62
 
     # After bind_request_id: CSRF refusals must carry this request's id.
     csrf.init_app(app)
@@ -71,6 +76,9 @@ def create_app(config: Config | None = None, core: Core | None = None) -> Flask:
             return api.error_response(400, "csrf", message)
         return render_template("error.html", message=message), 400
 
+    # The console's websocket is on its own port: a different origin that CSP must name.
+    sockets = " ".join(f"wss://{name}:{config.console_port}" for name in config.server_names)
+
     @app.after_request
     def headers(resp: Any) -> Any:
         resp.headers[reqid.HEADER] = reqid.get()
@@ -79,7 +87,7 @@ def create_app(config: Config | None = None, core: Core | None = None) -> Flask:
         resp.headers["Referrer-Policy"] = "same-origin"
         resp.headers["Content-Security-Policy"] = (
             "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
-            " connect-src 'self'; frame-ancestors 'none'; form-action 'self'"
+            f" connect-src 'self' {sockets}; frame-ancestors 'none'; form-action 'self'"
         )
         return resp
 

@@ -16,6 +16,7 @@ class Config:
     port: int = 8470
     agent_listen: str = "127.0.0.1"              # agent channel (mutual TLS)
     agent_port: int = 8471
+    console_port: int = 8473                     # console websocket proxy (TLS), on `listen`
     server_names: list[str] = field(default_factory=lambda: ["127.0.0.1", "localhost"])
     admin_password: str | None = None           # else generated and printed once
     host_down_after_s: float = 20.0
@@ -23,6 +24,7 @@ class Config:
     task_workers: int = 32                      # a burst of creates reaches the agents at once
     join_token_ttl_s: int = 3600
     lab_mode: bool = False
+    image_upload_max_bytes: int = 20 * 1024**3   # POST /api/v1/images/upload
 
     @property
     def db_path(self) -> Path:
@@ -58,11 +60,14 @@ class Config:
             cfg.data_dir = Path(env["LABCLOUD_DATA_DIR"])
         cfg.listen = env.get("LABCLOUD_LISTEN", cfg.listen)
         cfg.port = int(env.get("LABCLOUD_PORT", cfg.port))
+        cfg.console_port = int(env.get("LABCLOUD_CONSOLE_PORT", cfg.console_port))
         cfg.agent_listen = env.get("LABCLOUD_AGENT_LISTEN", cfg.agent_listen)
         cfg.agent_port = int(env.get("LABCLOUD_AGENT_PORT", cfg.agent_port))
         if "LABCLOUD_SERVER_NAMES" in env:
             cfg.server_names = [n for n in env["LABCLOUD_SERVER_NAMES"].split(",") if n]
         cfg.admin_password = env.get("LABCLOUD_ADMIN_PASSWORD") or None
         cfg.task_workers = int(env.get("LABCLOUD_TASK_WORKERS", cfg.task_workers))
+        if "LABCLOUD_IMAGE_UPLOAD_MAX_BYTES" in env:
+            cfg.image_upload_max_bytes = int(env["LABCLOUD_IMAGE_UPLOAD_MAX_BYTES"])
         cfg.lab_mode = env.get("LABCLOUD_LAB_MODE", "") == "1"
         return cfg

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from controller.agentclient import AgentClient, AgentPool
 from controller.auth import LoginThrottle
 from controller.config import Config
+from controller.consoletokens import ConsoleTokens
 from controller.db import Database
 from controller.errors import Conflict
 from controller.pki import CertificateAuthority
@@ -27,6 +28,7 @@ class Core:
     tasks: TaskRunner
     agents: AgentPool
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    consoles: ConsoleTokens = field(default_factory=lambda: ConsoleTokens())
     generated_admin_password: str | None = None
 
     @classmethod

@@ -13,10 +13,11 @@ from cheroot import wsgi
 from controller.agentapi import create_agent_app
 from controller.app import create_app
 from controller.config import Config
+from controller.console import ConsoleProxy, flask_session_reader
 from controller.core import Core
 from controller.hosts import mark_silent_hosts_down
 from controller.pki import fingerprint
-from controller.tls import tls_adapter
+from controller.tls import server_tls, tls_adapter
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +28,16 @@ def serve(config: Config) -> None:
     pki = config.pki_dir
     names = sorted({*config.server_names, config.listen, config.agent_listen} - {"0.0.0.0", "::"})  # noqa: S104
     cert, key = core.ca.ensure_pair(pki, "server", names[0], names, server=True, client=False)
-    public = wsgi.Server((config.listen, config.port), create_app(config, core), numthreads=16,
-                         server_name="labcloud")
+    app = create_app(config, core)
+    public = wsgi.Server((config.listen, config.port), app, numthreads=16, server_name="labcloud")
     public.ssl_adapter = tls_adapter(str(cert), str(key))
     channel = wsgi.Server((config.agent_listen, config.agent_port), create_agent_app(core), numthreads=16,
                           server_name="labcloud-agent-channel")
     channel.ssl_adapter = tls_adapter(str(cert), str(key), client_ca=str(pki / "ca.pem"))
+
+    consoles = ConsoleProxy(core, flask_session_reader(app), config.listen, config.console_port,
+                            server_tls(str(cert), str(key)),
+                            origins=[f"https://{name}:{config.port}" for name in config.server_names])
 
     jobs = BackgroundScheduler(daemon=True)
     jobs.add_job(mark_silent_hosts_down, "interval", args=[core], seconds=config.sync_interval_s,
@@ -45,6 +50,7 @@ def serve(config: Config) -> None:
     print(f"labcloud: API and UI on {config.public_url} (CA fingerprint sha256 {fingerprint(core.ca.cert)})",
           flush=True)
     print(f"labcloud: agent channel (mutual TLS) on {config.agent_url}", flush=True)
+    print(f"labcloud: console proxy (websockets) on wss://{config.listen}:{config.console_port}", flush=True)
 
     stop = threading.Event()
 
@@ -58,11 +64,13 @@ def serve(config: Config) -> None:
     channel.prepare()
     threads = [threading.Thread(target=s.serve, name=n, daemon=True)
                for s, n in ((public, "public"), (channel, "channel"))]
+    threads.append(threading.Thread(target=consoles.serve_forever, name="consoles", daemon=True))
     for t in threads:
         t.start()
     print("labcloud: ready", flush=True)
     stop.wait()
     jobs.shutdown(wait=False)
+    consoles.shutdown()
     public.stop()
     channel.stop()
     core.close()

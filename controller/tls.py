@@ -15,14 +15,19 @@ from cheroot.ssl.builtin import BuiltinSSLAdapter
 CONTROLLER_CLIENT_CN = "labcloud-controller"
 
 
-def tls_adapter(cert: str, key: str, client_ca: str | None = None) -> BuiltinSSLAdapter:
-    """Return a TLS adapter; with client_ca, clients must present a certificate it signed."""
-    adapter = BuiltinSSLAdapter(cert, key)
+def server_tls(cert: str, key: str, client_ca: str | None = None) -> ssl.SSLContext:
+    """Return a server's TLS context; with client_ca, clients must present a certificate it signed."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert, key)
     if client_ca:
         ctx.verify_mode = ssl.CERT_REQUIRED
         ctx.load_verify_locations(client_ca)
-    adapter.context = ctx
+    return ctx
+
+
+def tls_adapter(cert: str, key: str, client_ca: str | None = None) -> BuiltinSSLAdapter:
+    """Return a cheroot TLS adapter around server_tls()."""
+    adapter = BuiltinSSLAdapter(cert, key)
+    adapter.context = server_tls(cert, key, client_ca)
     return adapter

@@ -55,6 +55,7 @@ class Agent:
             "virt_type": self.config.virt_type, "hostname": platform.node(),
             "shared_pool": bool(self.config.shared_pool_path), "shared_pool_unsafe": self.config.shared_pool_unsafe,
             "migration_tls": bool(self.config.libvirt_pki_dir), "switch": self.config.switch,
+            "console_port": self.config.console_port,
         }
 
     def fetch(self, url: str) -> Iterator[bytes]:

@@ -19,6 +19,7 @@ class AgentConfig:
     name: str
     address: str
     port: int = 8472
+    console_port: int = 8474                  # the VNC relay for the controller's console proxy (websocket, mTLS)
     pool_name: str = "labcloud"
     pool_path: str = "/var/lib/libvirt/images/labcloud"
     virt_type: str = "kvm"                    # "qemu" (TCG) where KVM cannot run guests

@@ -338,3 +338,16 @@ def vlan_records(xml: str | bytes) -> list[VlanRecord]:
 def interface_bridges(xml: str | bytes) -> list[str]:
     """Return the source bridges of all bridge interfaces, in order."""
     return _strings(parse_xml(xml), "./devices/interface[@type='bridge']/source/@bridge")
+
+
+LOOPBACK_LISTENS = ("127.0.0.1", "::1", "localhost")
+
+
+def vnc_port(xml: str | bytes) -> int | None:
+    """Return the loopback TCP port of a running domain's VNC display, or None when it has none there."""
+    for graphics in parse_xml(xml).iterfind("./devices/graphics[@type='vnc']"):
+        port = int(graphics.get("port") or -1)
+        listens = {graphics.get("listen")} | {e.get("address") for e in graphics.iterfind("listen[@address]")}
+        if port > 0 and listens - {None} <= set(LOOPBACK_LISTENS):
+            return port
+    return None

@@ -11,9 +11,10 @@ import requests
 from cheroot import wsgi
 
 from controller import reqid
-from controller.tls import tls_adapter
+from controller.tls import server_tls, tls_adapter
 from hostagent.app import Agent, create_agent_app
 from hostagent.config import AgentConfig
+from hostagent.console import VncRelay, live_vnc_port
 from hostagent.hypervisor import start_event_loop
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ def serve(config: AgentConfig) -> None:
     server = wsgi.Server((config.address, config.port), create_agent_app(agent), numthreads=8,
                          server_name="labcloud-agent")
     server.ssl_adapter = tls_adapter(str(config.cert_path), str(config.key_path), client_ca=str(config.ca_path))
+    relay = VncRelay(live_vnc_port(agent.hv), config.address, config.console_port,
+                     server_tls(str(config.cert_path), str(config.key_path), client_ca=str(config.ca_path)))
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -61,6 +64,7 @@ def serve(config: AgentConfig) -> None:
     signal.signal(signal.SIGINT, on_signal)
     server.prepare()
     threading.Thread(target=server.serve, name="verbs", daemon=True).start()
+    threading.Thread(target=relay.serve_forever, name="consoles", daemon=True).start()
     wake = threading.Event()
     agent.hv.on_lifecycle(lambda _uuid, _event: wake.set())
     beat = threading.Thread(target=heartbeat_loop, args=(agent, stop, wake), name="heartbeat", daemon=True)
@@ -70,5 +74,6 @@ def serve(config: AgentConfig) -> None:
     print("labcloud-agent: ready", flush=True)
     stop.wait()
     wake.set()
+    relay.shutdown()
     server.stop()
     agent.hv.close()

@@ -19,6 +19,7 @@ from controller.app import create_app
 from controller.config import Config
 from controller.core import Core
 from controller.db import Database, now
+from tests.labcloud import api, cleanup, cloud  # noqa: F401 - session lab fixtures for tests/lab and tests/browser
 
 ADMIN_PASSWORD = "admin-pass-1"
 MEMBER_PASSWORD = "member-pass-1"

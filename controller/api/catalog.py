@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, jsonify, request
 
 from controller import events
 from controller.api.common import body, core, require_admin, user
@@ -25,6 +25,14 @@ def import_image() -> Any:
     """Admin: import an image from a path on the controller; answers 202 with the task."""
     require_admin()
     return jsonify({"task": images.import_image(core(), body(), user())}), 202
+
+
+@bp.post("/images/upload")
+def upload_image() -> Any:
+    """Admin: upload an image as the raw request body (name, format, os, cloud_init in the query); 201."""
+    require_admin()
+    image = images.upload_image(core(), request.args.to_dict(), request.stream, request.content_length, user())
+    return jsonify({"image": image}), 201
 
 
 @bp.get("/flavors")

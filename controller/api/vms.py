@@ -9,7 +9,7 @@ from flask import Blueprint, jsonify
 from controller import views
 from controller.api.common import body, core, user
 from controller.errors import NotFound
-from controller.ops import migrate, nics, vms
+from controller.ops import console, migrate, nics, vms
 
 bp = Blueprint("api_vms", __name__)
 
@@ -71,3 +71,10 @@ def guest_info(ref: str) -> Any:
     c = core()
     vm = vms.find_vm(c, ref, user())
     return jsonify({"guest": c.agent(vm["host_id"]).guest_info(vm["id"])})
+
+
+@bp.post("/vms/<ref>/console")
+def open_console(ref: str) -> Any:
+    """Issue a single-use, 60-second console session (a wss URL) for a running VM."""
+    c = core()
+    return jsonify({"console": console.open_console(c, vms.find_vm(c, ref, user()), user())})

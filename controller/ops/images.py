@@ -13,7 +13,7 @@ from typing import Any
 from controller import events
 from controller.core import Core
 from controller.db import now
-from controller.errors import BadRequest, Conflict
+from controller.errors import ApiError, BadRequest, Conflict
 from controller.tasks import TaskContext, TaskFailed
 
 FORMATS = ("qcow2", "raw", "vmdk")
@@ -111,3 +111,86 @@ def image_path(core: Core, sha256: str) -> Path | None:
         return None
     path = core.config.image_dir / f"{sha256}.qcow2"
     return path if path.is_file() else None
+
+
+UPLOAD_FORMATS = ("qcow2", "raw")
+UPLOAD_CHUNK = 1 << 20
+
+
+def _check_uploaded(path: Path, fmt: str) -> dict[str, Any]:
+    """Return qemu-img's view of an uploaded file; refuse a wrong format or a qcow2 that points at other files."""
+    try:
+        info = qemu_img_info(path)
+    except subprocess.CalledProcessError as exc:
+        raise BadRequest(f"qemu-img cannot read the upload: {exc.stderr.strip()}") from exc
+    if info.get("format") != fmt:
+        raise BadRequest(f"the uploaded file is {info.get('format')}, not {fmt}; choose the right format")
+    data_file = ((info.get("format-specific") or {}).get("data") or {}).get("data-file")
+    if info.get("backing-filename") or data_file:
+        raise BadRequest("the uploaded qcow2 refers to other files (a backing or data file); upload a standalone "
+                         "image (qemu-img convert -O qcow2 makes one)")
+    return info
+
+
+def upload_image(core: Core, params: dict[str, Any], stream: Any, length: int | None,
+                 user: dict[str, Any]) -> dict[str, Any]:
+    """Store an image streamed in the request body: checked with qemu-img, checksummed, kept as qcow2.
+
+    The body goes to disk in 1 MiB chunks while its SHA-256 is computed, so an upload never sits in
+    memory. A raw image is converted to qcow2 afterwards (and checksummed again).
+    """
+    name, fmt = params.get("name") or "", params.get("format") or "qcow2"
+    if not name:
+        raise BadRequest("'name' is required")
+    if fmt not in UPLOAD_FORMATS:
+        raise BadRequest(f"'format' must be one of {', '.join(UPLOAD_FORMATS)}")
+    if length is None:
+        raise ApiError("send the image with a Content-Length", code="length_required", status=411)
+    limit = core.config.image_upload_max_bytes
+    if length > limit:
+        raise ApiError(f"the image is {length} bytes; uploads are limited to {limit} bytes "
+                       "(LABCLOUD_IMAGE_UPLOAD_MAX_BYTES)", code="too_large", status=413)
+    if core.db.one("SELECT 1 FROM images WHERE name = ?", [name]):
+        raise Conflict(f"an image named {name!r} exists already")
+    image_id = str(uuid.uuid4())
+    part = core.config.image_dir / f".{image_id}.upload"
+    converted = core.config.image_dir / f".{image_id}.partial"
+    try:
+        digest, received = hashlib.sha256(), 0
+        with part.open("wb") as out:
+            while received < length:
+                chunk = stream.read(min(UPLOAD_CHUNK, length - received))
+                if not chunk:
+                    break
+                out.write(chunk)
+                digest.update(chunk)
+                received += len(chunk)
+        if received != length:
+            raise BadRequest(f"the upload ended after {received} of {length} bytes; try again")
+        _check_uploaded(part, fmt)
+        if fmt == "qcow2":
+            sha, stored = digest.hexdigest(), part
+        else:
+            subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(part), str(converted)],
+                           check=True, capture_output=True, timeout=3600)
+            sha, stored = sha256_file(converted), converted
+        final = core.config.image_dir / f"{sha}.qcow2"
+        stored.replace(final)
+        virtual = int(qemu_img_info(final).get("virtual-size", 0))
+        with core.db.write() as w:
+            if core.db.one("SELECT 1 FROM images WHERE name = ?", [name]):
+                raise Conflict(f"an image named {name!r} exists already")
+            w.execute(
+                "INSERT INTO images (id, name, source_format, sha256, size_bytes, virtual_size_bytes, cloud_init, os,"
+                " state, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'available', ?)",
+                [image_id, name, fmt, sha, final.stat().st_size, virtual,
+                 0 if str(params.get("cloud_init", "1")) in ("0", "false") else 1, str(params.get("os", "")), now()])
+            events.record(core.db, "image.upload", "image", image_id, "ok",
+                          f"name={name} sha256={sha} bytes={length}", user["username"])
+    except subprocess.CalledProcessError as exc:
+        raise BadRequest(f"qemu-img failed: {exc.stderr.decode(errors='replace').strip()}") from exc
+    finally:
+        part.unlink(missing_ok=True)
+        converted.unlink(missing_ok=True)
+    row = core.db.one("SELECT * FROM images WHERE id = ?", [image_id])
+    return dict(row or {})

@@ -24,7 +24,8 @@ def _images_page(values: dict[str, str], errors: dict[str, str], status: int = 2
     task_id = request.args.get("task")
     task = views.task_for_user(d, task_id, current_user()) if task_id else None
     return render_template("images.html", images=views.images(d), values=values, errors=errors,
-                           formats=image_ops.FORMATS, task=task), status
+                           formats=image_ops.FORMATS, upload_formats=image_ops.UPLOAD_FORMATS,
+                           upload_max_gib=core().config.image_upload_max_bytes / 1024**3, task=task), status
 
 
 @bp.get("/images")

@@ -1,6 +1,6 @@
 // The VM console: noVNC in the page, connected to the controller's console proxy.
-// POST /api/v1/vms/{id}/console answers {"console": {"url": "wss://…" or "/path…", "password"?: "…"}} with a
-// short-lived, single-use token in the URL. A 404 means this controller has no console proxy yet.
+// POST /api/v1/vms/{id}/console answers {"console": {"url": "wss://…", "page", "expires_at", "password": null}}
+// with a single-use, 60-second token in the URL; the browser's session cookie proves the user on connect.
 
 import { api, errorText } from "./common.js";
 
@@ -42,9 +42,9 @@ async function connect() {
   }
   say("Asking the controller for a console session…", "asking");
   const res = await api("POST", `/api/v1/vms/${encodeURIComponent(section.dataset.vmId)}/console`);
-  if (res.status === 404 || res.status === 405) {
-    say("The console is not available on this controller yet (it answered: " + errorText(res) + ") " +
-        "Until it is, an admin can reach the guest with 'virsh console' on its host.", "unavailable");
+  if (res.status === 409) {
+    say(errorText(res), "not-running");
+    again.hidden = false;
     return;
   }
   if (!res.ok || !res.data || !res.data.console) {

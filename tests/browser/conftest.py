@@ -34,7 +34,7 @@ from tests.conftest import ADMIN_PASSWORD, MEMBER_PASSWORD, Inventory
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
-PORT, AGENT_PORT = 18470, 18471
+PORT, AGENT_PORT, CONSOLE_PORT = 18470, 18471, 18473
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -127,7 +127,8 @@ def controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller]
     data = tmp_path_factory.mktemp("controller")
     log = data.parent / "controller.log"
     env = {**os.environ, "LABCLOUD_DATA_DIR": str(data), "LABCLOUD_PORT": str(PORT),
-           "LABCLOUD_AGENT_PORT": str(AGENT_PORT), "LABCLOUD_ADMIN_PASSWORD": ADMIN_PASSWORD,
+           "LABCLOUD_AGENT_PORT": str(AGENT_PORT), "LABCLOUD_CONSOLE_PORT": str(CONSOLE_PORT),
+           "LABCLOUD_ADMIN_PASSWORD": ADMIN_PASSWORD,
            "LABCLOUD_LISTEN": "127.0.0.1", "LABCLOUD_AGENT_LISTEN": "127.0.0.1"}
     env.pop("LABCLOUD_SERVER_NAMES", None)
     exe = Path(sys.executable).parent / "labcloud-controller"
@@ -167,20 +168,31 @@ def controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller]
 
 
 @pytest.fixture(scope="session")
-def browser(controller: Controller) -> Iterator[Any]:
-    """Debian's Chromium, trusting exactly the controller's certificate (SPKI pin)."""
+def playwright() -> Iterator[Any]:
+    """Playwright, started once per session (browsers for different controllers are launched from it)."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: install it with 'apt-get install -y chromium' (scripts/setup does)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         pytest.fail("the Python package 'playwright' is missing: install labcloud's dev dependencies (scripts/setup)")
-    pin = spki_pin((controller.data_dir / "pki" / "server.pem").read_bytes())
     with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM,
-                                      args=[*CHROMIUM_ARGS, f"--ignore-certificate-errors-spki-list={pin}"])
-        yield chromium
-        chromium.close()
+        yield pw
+
+
+def launch_chromium(pw: Any, server_cert: Path) -> Any:
+    """Launch Debian's Chromium trusting exactly one server certificate (by its SPKI pin)."""
+    pin = spki_pin(server_cert.read_bytes())
+    return pw.chromium.launch(executable_path=CHROMIUM,
+                              args=[*CHROMIUM_ARGS, f"--ignore-certificate-errors-spki-list={pin}"])
+
+
+@pytest.fixture(scope="session")
+def browser(playwright: Any, controller: Controller) -> Iterator[Any]:
+    """Debian's Chromium, trusting exactly the controller's certificate (SPKI pin)."""
+    chromium = launch_chromium(playwright, controller.data_dir / "pki" / "server.pem")
+    yield chromium
+    chromium.close()
 
 
 class Console:
@@ -194,10 +206,9 @@ class Console:
         return not self.errors
 
 
-@pytest.fixture
-def page(browser: Any, controller: Controller) -> Iterator[Any]:
-    """A fresh browser context and page on the controller, with its console errors collected."""
-    context = browser.new_context(base_url=controller.url, viewport={"width": 1360, "height": 900},
+def new_page(browser: Any, base_url: str) -> tuple[Any, Any]:
+    """Open a fresh context and page on base_url, collecting the browser console's errors."""
+    context = browser.new_context(base_url=base_url, viewport={"width": 1360, "height": 900},
                                   timezone_id="Europe/Berlin", locale="en-GB")
     pg = context.new_page()
     pg.set_default_timeout(15_000)
@@ -205,6 +216,13 @@ def page(browser: Any, controller: Controller) -> Iterator[Any]:
     pg.on("console", lambda msg: console.errors.append(msg.text) if msg.type == "error" else None)
     pg.on("pageerror", lambda exc: console.errors.append(str(exc)))
     pg.console_log = console
+    return context, pg
+
+
+@pytest.fixture
+def page(browser: Any, controller: Controller) -> Iterator[Any]:
+    """A fresh browser context and page on the controller, with its console errors collected."""
+    context, pg = new_page(browser, controller.url)
     yield pg
     context.close()
 

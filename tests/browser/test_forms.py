@@ -170,13 +170,29 @@ def test_maintenance_switch_enters_and_leaves_maintenance(page: Any, controller:
             w.execute("DELETE FROM hosts WHERE id = ?", [host["id"]])
 
 
-def test_console_page_explains_what_is_missing(page: Any) -> None:
+def test_console_page_says_when_the_host_does_not_answer(page: Any) -> None:
+    """The proxy accepts the session (token and cookie), but web1's host agent is unreachable."""
     login(page)
     page.goto("/vms/web1/console")
     ready(page)
     section = page.locator("#console")
-    expect(section).to_have_attribute("data-console", "unavailable" if novnc_installed() else "no-novnc")
+    expect(section).to_have_attribute("data-console", "disconnected" if novnc_installed() else "no-novnc")
+    if novnc_installed():
+        expect(page.locator("#console-status")).to_contain_text("Check that the VM is running")
+        expect(page.get_by_role("button", name="Connect again")).to_be_visible()
+    # noVNC scales its canvas to this box; a box with no definite height shows a screen 0 pixels high.
+    assert page.locator("#console-screen").bounding_box()["height"] > 300
     assert page.title() == "Console of web1 · labcloud"
+
+
+def test_console_of_a_stopped_vm_says_to_start_it(page: Any) -> None:
+    login(page)
+    page.goto("/vms/db1/console")
+    ready(page)
+    if not novnc_installed():
+        return
+    expect(page.locator("#console")).to_have_attribute("data-console", "not-running")
+    expect(page.locator("#console-status")).to_contain_text("db1 is shutoff; start it, then open its console")
 
 
 def novnc_installed() -> bool:

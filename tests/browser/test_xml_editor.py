@@ -20,7 +20,7 @@ from cheroot import wsgi
 from playwright.sync_api import expect
 
 from controller.pki import CertificateAuthority
-from controller.server import tls_adapter
+from controller.tls import tls_adapter
 from hostagent.app import Agent, create_agent_app
 from hostagent.config import AgentConfig
 from hostagent.domainxml import DomainSpec, NicSpec, build_domain

@@ -20,7 +20,7 @@ from flask import Flask, jsonify, request
 from lxml import etree
 
 from controller.pki import CertificateAuthority
-from controller.server import tls_adapter
+from controller.tls import tls_adapter
 
 TOKEN = "lct_double-token"
 XML = """<domain type='qemu'>
