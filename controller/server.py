@@ -14,6 +14,7 @@ from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from controller.agentapi import create_agent_app
 from controller.app import create_app
+from controller.backup import controller_lock
 from controller.config import Config
 from controller.core import Core
 from controller.hosts import mark_silent_hosts_down
@@ -36,7 +37,12 @@ def tls_adapter(cert: str, key: str, client_ca: str | None = None) -> BuiltinSSL
 
 
 def serve(config: Config) -> None:
-    """Start everything and block until SIGTERM or SIGINT."""
+    """Start everything and block until SIGTERM or SIGINT; one controller per data directory."""
+    with controller_lock(config.data_dir, wait=False):
+        _serve(config)
+
+
+def _serve(config: Config) -> None:
     core = Core.start(config)
     pki = config.pki_dir
     names = sorted({*config.server_names, config.listen, config.agent_listen} - {"0.0.0.0", "::"})  # noqa: S104
