@@ -45,11 +45,11 @@ def authenticate() -> None:
 
 def register(app: Flask) -> None:
     """Mount every API blueprint with authentication and JSON errors."""
-    from controller.api import catalog, hosts, tasks, tokens, vms
+    from controller.api import catalog, hosts, tasks, tokens, unmanaged, vms
 
     api = Blueprint("api", __name__, url_prefix="/api/v1")
     api.before_request(authenticate)  # a new parent per app: runs before every nested blueprint's views
-    for bp in (tokens.bp, hosts.bp, vms.bp, catalog.bp, tasks.bp):
+    for bp in (tokens.bp, hosts.bp, vms.bp, catalog.bp, tasks.bp, unmanaged.bp):
         api.register_blueprint(bp)
     app.register_blueprint(api)
 

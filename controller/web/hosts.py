@@ -27,4 +27,5 @@ def detail(ref: str) -> Any:
     if found is None:
         raise NotFound(f"host {ref!r} not found")
     host = next(h for h in views.host_overview(d, user) if h["id"] == found["id"])
-    return render_template("host.html", host=host)
+    unmanaged = views.unmanaged(d, found["id"]) if user["role"] == "admin" else []
+    return render_template("host.html", host=host, unmanaged=unmanaged)
