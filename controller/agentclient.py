@@ -137,6 +137,14 @@ class AgentClient:
                              resp.status_code)
         return dict(resp.json())
 
+    def inspect_domain(self, uuid: str) -> dict[str, Any]:
+        """Describe a domain for adoption: size, disks, NICs, guest addresses, problems."""
+        return self.call("GET", f"/domains/{uuid}/inspect", timeout=30)
+
+    def adopt_domain(self, uuid: str, vm_id: str, owner: str) -> dict[str, Any]:
+        """Rename the domain's disk to labcloud's layout and write labcloud's metadata (idempotent)."""
+        return self.call("POST", f"/domains/{uuid}/adopt", {"vm_id": vm_id, "owner": owner}, timeout=120)
+
     def guest_info(self, uuid: str) -> dict[str, Any]:
         """Ask qemu-guest-agent for hostname and addresses."""
         return self.call("GET", f"/vms/{uuid}/guest", timeout=30)

@@ -13,6 +13,7 @@ from flask import Flask, Response, jsonify, request
 
 from controller import reqid
 from controller.pki import CONTROLLER_CLIENT_CN
+from hostagent.adopt import Adoption
 from hostagent.config import AgentConfig
 from hostagent.errors import VerbError
 from hostagent.hypervisor import Hypervisor
@@ -35,6 +36,7 @@ class Agent:
             self.storages["shared"] = Storage(self.hv, config.pool_name + "-shared", config.shared_pool_path)
         self.vms = Vms(self.hv, self.storage, config.virt_type, self.storages)
         self.migrations = Migrations(self.hv, self.storages, config.libvirt_pki_dir)
+        self.adoption = Adoption(self.hv, self.storage)
         self.session = requests.Session()
         # Trust only labcloud's CA: requests lets REQUESTS_CA_BUNDLE override session.verify.
         self.session.trust_env = False
@@ -183,6 +185,15 @@ def create_agent_app(agent: Agent) -> Flask:
         stream = request.stream
         path = agent.storage.receive_volume(name, size, iter(lambda: stream.read(CHUNK), b""))
         return jsonify({"path": path})
+
+    @app.get("/v1/domains/<uuid>/inspect")
+    def inspect_domain(uuid: str) -> Any:
+        return jsonify(agent.adoption.inspect(uuid))
+
+    @app.post("/v1/domains/<uuid>/adopt")
+    def adopt_domain(uuid: str) -> Any:
+        data = body()
+        return jsonify(agent.adoption.adopt(uuid, str(data["vm_id"]), str(data.get("owner", ""))))
 
     @app.get("/v1/vms/<uuid>/guest")
     def guest(uuid: str) -> Any:

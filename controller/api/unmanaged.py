@@ -7,8 +7,9 @@ from typing import Any
 from flask import Blueprint, jsonify
 
 from controller import views
-from controller.api.common import core, require_admin
+from controller.api.common import body, core, require_admin
 from controller.errors import NotFound
+from controller.ops import adopt
 
 bp = Blueprint("api_unmanaged", __name__)
 
@@ -29,3 +30,10 @@ def host_unmanaged(ref: str) -> Any:
     if host is None:
         raise NotFound(f"host {ref!r} not found")
     return jsonify({"unmanaged": views.unmanaged(c.db, host["id"])})
+
+
+@bp.post("/unmanaged/<uuid>/adopt")
+def adopt_domain(uuid: str) -> Any:
+    """Admin: take an unmanaged domain into the inventory as a VM; answers 202 with the task."""
+    u = require_admin()
+    return jsonify({"task": adopt.adopt(core(), uuid, body(), u)}), 202
