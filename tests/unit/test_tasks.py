@@ -128,7 +128,7 @@ def test_recover_interrupted_fails_unfinished_tasks_and_flags_vms(core: Core, in
 
 def test_restart_recovers_interrupted_tasks(config: Any, core: Core) -> None:
     """Core.start on an inventory with an unfinished task fails it."""
-    task_id = core.tasks.create("vm.create", 1)
+    task_id = core.tasks.create("image.import", 1)
     second = Core.start(config)
     try:
         assert second.tasks.get(task_id)["error"] == INTERRUPTED

@@ -1,0 +1,132 @@
+"""Issue 7 on the lab: a domain defined by hand is listed as unmanaged, adopted, and then behaves as any VM."""
+
+from __future__ import annotations
+
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from lxml import etree
+from lxml.builder import E
+
+from lab.cloud import Api, LabCloud
+from lab.hosts import LabHost
+from tests.lab.conftest import destroy_vm
+
+pytestmark = pytest.mark.lab
+
+POOL = "labcloud"
+ADOPT_IP = "10.213.0.166"
+ADOPT_MAC = "52:54:00:7e:00:66"
+
+
+def _host(cloud: LabCloud, name: str) -> LabHost:
+    return next(h for h in cloud.lab.hosts if h.name == name)
+
+
+def _state(host: LabHost, uuid_: str) -> str:
+    proc = host.run(["virsh", "-q", "-c", "qemu:///system", "domstate", uuid_], check=False)
+    return proc.stdout.strip() if proc.returncode == 0 else "absent"
+
+
+def _ensure_base(cloud: LabCloud, host: LabHost, sha: str) -> str:
+    """Make sure the catalog image is cached in the host's pool, as a create would have left it."""
+    name = f"base-{sha}.qcow2"
+    if host.run(["virsh", "-q", "-c", "qemu:///system", "vol-info", "--pool", POOL, name], check=False).returncode:
+        target = host.pool_dir / POOL / name
+        shutil.copyfile(cloud.data_dir / "images" / f"{sha}.qcow2", target)
+        target.chmod(0o644)
+        host.virsh("pool-refresh", POOL)
+    return name
+
+
+def _domain_xml(uuid_: str, name: str, disk: str) -> bytes:
+    """A minimal domain as an operator would write it: no labcloud metadata, one disk, one bridge NIC."""
+    dom = E.domain(
+        E.name(name), E.uuid(uuid_), E.memory("512", unit="MiB"), E.vcpu("1"),
+        E.os(E.type("hvm", arch="x86_64")),
+        E.devices(
+            E.disk(E.driver(name="qemu", type="qcow2"), E.source(file=disk), E.target(dev="vda", bus="virtio"),
+                   type="file", device="disk"),
+            E.interface(E.mac(address=ADOPT_MAC), E.source(bridge="br0"), E.model(type="virtio"), type="bridge"),
+            E.serial(E.target(port="0"), type="pty"),
+        ),
+        type="qemu",
+    )
+    return etree.tostring(dom, pretty_print=True)
+
+
+def _wait(what: str, check, timeout: float = 30):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"{what} not within {timeout:.0f} s")
+
+
+def _task(api: Api, method: str, path: str, body: dict | None = None, timeout: float = 600) -> dict:
+    task = api.call(method, path, body if body is not None else {}, expect=202).json()["task"]
+    return api.wait_task(task["id"], timeout=timeout)
+
+
+def test_domain_defined_by_hand_is_unmanaged_then_adopted_and_managed(cloud: LabCloud, api: Api) -> None:
+    h1, h2 = _host(cloud, "h1"), _host(cloud, "h2")
+    image = api.call("GET", "/images", expect=200).json()["images"][0]
+    base = _ensure_base(cloud, h1, image["sha256"])
+    dom_uuid = str(uuid.uuid4())
+    volume = f"byhand-{dom_uuid[:8]}.qcow2"
+    xml_path = h1.root / f"byhand-{dom_uuid[:8]}.xml"
+    try:
+        h1.virsh("vol-create-as", POOL, volume, "4G", "--format", "qcow2", "--backing-vol", base,
+                 "--backing-vol-format", "qcow2")
+        disk = h1.virsh("vol-path", "--pool", POOL, volume).strip()
+        xml_path.write_bytes(_domain_xml(dom_uuid, "ByHand", disk))
+        h1.virsh("define", str(xml_path))
+
+        listed = _wait("the unmanaged domain listed", lambda: [
+            u for u in api.call("GET", "/hosts/h1/unmanaged", expect=200).json()["unmanaged"]
+            if u["uuid"] == dom_uuid])
+        assert listed[0]["name"] == "ByHand" and listed[0]["state"] == "shutoff"
+        assert dom_uuid not in [v["id"] for v in api.call("GET", "/vms", expect=200).json()["vms"]]
+
+        task = _task(api, "POST", f"/unmanaged/{dom_uuid}/adopt",
+                     {"name": "adopted", "networks": [{"network": "lab", "ip": ADOPT_IP}]})
+        assert task["state"] == "succeeded", task["error"]
+        vm = api.call("GET", "/vms/adopted", expect=200).json()["vm"]
+        assert (vm["id"], vm["host"]["name"], vm["ips"], vm["nics"][0]["mac"], vm["flavor"]) == (
+            dom_uuid, "h1", [ADOPT_IP], ADOPT_MAC, "small")
+        held = api.call("GET", "/networks/lab/addresses", expect=200).json()["addresses"]
+        assert [a for a in held if a["address"] == ADOPT_IP], held
+        assert dom_uuid not in str(api.call("GET", "/unmanaged", expect=200).json())
+        assert f"{dom_uuid}-root.qcow2" in h1.virsh("vol-list", POOL)  # labcloud's layout now
+
+        # A VM like any other: start, power off, start, migrate live.
+        assert _task(api, "POST", "/vms/adopted/start")["state"] == "succeeded"
+        assert _state(h1, dom_uuid) == "running"
+        assert _task(api, "POST", "/vms/adopted/poweroff")["state"] == "succeeded"
+        assert _state(h1, dom_uuid) == "shut off"
+        assert _task(api, "POST", "/vms/adopted/start")["state"] == "succeeded"
+        moved = _task(api, "POST", "/vms/adopted/migrate", {"host": "h2"})
+        assert moved["state"] == "succeeded", moved["error"]
+        assert (_state(h2, dom_uuid), _state(h1, dom_uuid)) == ("running", "absent")
+        vm = api.call("GET", "/vms/adopted", expect=200).json()["vm"]
+        assert (vm["host"]["name"], vm["state"], vm["ips"]) == ("h2", "running", [ADOPT_IP])
+
+        assert destroy_vm(api, "adopted")["state"] == "succeeded"
+        assert _state(h2, dom_uuid) == "absent"
+        held = api.call("GET", "/networks/lab/addresses", expect=200).json()["addresses"]
+        assert not [a for a in held if a["address"] == ADOPT_IP]
+    finally:
+        if api.call("GET", "/vms/adopted").status_code == 200:
+            destroy_vm(api, "adopted")
+        for host in (h1, h2):
+            if _state(host, dom_uuid) != "absent":
+                host.run(["virsh", "-c", "qemu:///system", "destroy", dom_uuid], check=False)
+                host.run(["virsh", "-c", "qemu:///system", "undefine", dom_uuid], check=False)
+            for name in (volume, f"{dom_uuid}-root.qcow2"):
+                host.run(["virsh", "-c", "qemu:///system", "vol-delete", "--pool", POOL, name], check=False)
+        Path(xml_path).unlink(missing_ok=True)
