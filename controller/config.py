@@ -23,6 +23,9 @@ class Config:
     task_workers: int = 8
     join_token_ttl_s: int = 3600
     lab_mode: bool = False
+    # Fault injection for the crash-recovery tests (docs/operations.md): a create task waits this
+    # long after its domain runs, before it records the result. 0 (the default) in production.
+    fault_create_pause_s: float = 0.0
 
     @property
     def db_path(self) -> Path:
@@ -64,4 +67,5 @@ class Config:
             cfg.server_names = [n for n in env["LABCLOUD_SERVER_NAMES"].split(",") if n]
         cfg.admin_password = env.get("LABCLOUD_ADMIN_PASSWORD") or None
         cfg.lab_mode = env.get("LABCLOUD_LAB_MODE", "") == "1"
+        cfg.fault_create_pause_s = float(env.get("LABCLOUD_FAULT_CREATE_PAUSE_S", "0") or 0)
         return cfg

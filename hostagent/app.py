@@ -34,7 +34,8 @@ class Agent:
         self.storages = {"local": self.storage}
         if config.shared_pool_path:
             self.storages["shared"] = Storage(self.hv, config.pool_name + "-shared", config.shared_pool_path)
-        self.vms = Vms(self.hv, self.storage, config.virt_type, self.storages)
+        self.vms = Vms(self.hv, self.storage, config.virt_type, self.storages,
+                       pause_after_define_s=config.fault_create_pause_s)
         self.migrations = Migrations(self.hv, self.storages, config.libvirt_pki_dir)
         self.adoption = Adoption(self.hv, self.storage)
         self.session = requests.Session()

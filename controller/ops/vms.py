@@ -17,7 +17,7 @@ from controller.agentclient import AgentError
 from controller.core import Core
 from controller.db import now
 from controller.errors import BadRequest, Conflict, NotFound
-from controller.ops.images import shared_cache_lock
+from controller.ops.images import image_path, shared_cache_lock
 from controller.scheduler import Need, place
 from controller.tasks import TaskContext, TaskFailed
 from controller.views import vm_summaries
@@ -135,15 +135,24 @@ def create(core: Core, body: dict[str, Any], user: dict[str, Any]) -> dict[str, 
         agent = core.agent(host["id"])
         ctx.progress(10, f"caching image {image['name']} on {host['name']}")
         image_url = f"{core.config.agent_url}/agent/v1/images/{image['sha256']}"
-        if v["storage"] == "shared":
-            with shared_cache_lock(image["sha256"]):  # every host writes the same shared file
-                agent.ensure_image_in("shared", image["sha256"], image["size_bytes"], image_url)
-        else:
-            agent.ensure_image(image["sha256"], image["size_bytes"], image_url)
+        try:
+            if v["storage"] == "shared":
+                with shared_cache_lock(image["sha256"]):  # every host writes the same shared file
+                    agent.ensure_image_in("shared", image["sha256"], image["size_bytes"], image_url)
+            else:
+                agent.ensure_image(image["sha256"], image["size_bytes"], image_url)
+        except AgentError as exc:
+            if exc.code == "fetch_failed" and image_path(core, image["sha256"]) is None:
+                raise TaskFailed(f"image {image['name']} is not cached on {host['name']} and its file is missing on"
+                                 " the controller (LABCLOUD_DATA_DIR/images); import the image again") from exc
+            raise
         ctx.progress(60, f"creating disks, seed and domain on {host['name']}")
         sent["create"] = True
         # Idempotent by UUID: if the agent died half-way, asking again finishes the same VM.
         out = retry_unreachable(lambda: agent.create_vm(spec), ctx, 60, f"creating the VM on {host['name']}")
+        if core.config.fault_create_pause_s:
+            ctx.progress(80, f"fault injection: pausing {core.config.fault_create_pause_s:g} s")
+            time.sleep(core.config.fault_create_pause_s)
         with db.write() as w2:
             w2.execute("UPDATE vms SET state = ?, domain_xml = ?, updated_at = ? WHERE id = ?",
                        [out.get("state", "running"), out.get("xml"), now(), vm_id])

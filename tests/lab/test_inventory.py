@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -13,7 +14,7 @@ from lxml.builder import E
 
 from lab.cloud import Api, LabCloud
 from lab.hosts import LabHost
-from tests.lab.conftest import destroy_vm
+from tests.lab.conftest import create_vm, destroy_vm
 
 pytestmark = pytest.mark.lab
 
@@ -130,3 +131,110 @@ def test_domain_defined_by_hand_is_unmanaged_then_adopted_and_managed(cloud: Lab
             for name in (volume, f"{dom_uuid}-root.qcow2"):
                 host.run(["virsh", "-c", "qemu:///system", "vol-delete", "--pool", POOL, name], check=False)
         Path(xml_path).unlink(missing_ok=True)
+
+
+def _virsh_domains(host: LabHost) -> dict[str, str]:
+    """Return UUID -> state of every domain on a host, as libvirt says."""
+    out = host.virsh("list", "--all", "--uuid").split()
+    return {u: _state(host, u) for u in out}
+
+
+def assert_inventory_matches_libvirt(cloud: LabCloud, api: Api) -> None:
+    """Every VM is on its host in its state, every domain is a VM, every held address belongs to a VM."""
+    vms = api.call("GET", "/vms", expect=200).json()["vms"]
+    libvirt_states = {"running": "running", "shutoff": "shut off", "paused": "paused"}
+    on_hosts = {h.name: _virsh_domains(h) for h in cloud.lab.hosts}
+    for vm in vms:
+        assert on_hosts[vm["host"]["name"]].get(vm["id"]) == libvirt_states.get(vm["state"]), (vm, on_hosts)
+    inventoried = {vm["id"] for vm in vms}
+    stray = {u for doms in on_hosts.values() for u in doms} - inventoried
+    assert not stray, f"domains not in the inventory: {stray}"
+    held = {a["address"] for a in api.call("GET", "/networks/lab/addresses", expect=200).json()["addresses"]}
+    assert held == {ip for vm in vms for ip in vm["ips"]}
+
+
+def _wait_task(api: Api, task_id: str, check, timeout: float = 300) -> dict:  # type: ignore[no-untyped-def]
+    return _wait(f"task {task_id} condition", lambda: (lambda t: t if check(t) else None)(
+        api.call("GET", f"/tasks/{task_id}", expect=200).json()["task"]), timeout)
+
+
+def test_controller_killed_during_a_create_resolves_the_task(cloud: LabCloud, api: Api, cleanup: list[str]) -> None:
+    cleanup.append("crash-ctl")
+    cloud.stop_controller()
+    cloud.start_controller({"LABCLOUD_FAULT_CREATE_PAUSE_S": "300"})
+    try:
+        task = create_vm(api, "crash-ctl", wait=False)
+        _wait_task(api, task["id"], lambda t: "fault injection" in t["message"], timeout=600)
+        vm = api.call("GET", "/vms/crash-ctl", expect=200).json()["vm"]
+        assert vm["state"] == "building"  # the domain runs; the task has not recorded it
+        assert _state(_host(cloud, vm["host"]["name"]), vm["id"]) == "running"
+        cloud.kill_controller()
+    finally:
+        cloud.stop_controller()  # whatever happened, continue with a controller without fault injection
+        cloud.start_controller()
+    done = api.call("GET", f"/tasks/{task['id']}", expect=200).json()["task"]
+    assert done["state"] == "succeeded", done
+    assert done["result"]["vm_id"] == vm["id"] and done["result"]["addresses"] == vm["ips"]
+    assert api.call("GET", "/vms/crash-ctl", expect=200).json()["vm"]["state"] == "running"
+    assert_inventory_matches_libvirt(cloud, api)
+    assert destroy_vm(api, "crash-ctl")["state"] == "succeeded"
+    assert_inventory_matches_libvirt(cloud, api)
+
+
+def test_agent_killed_during_a_create_the_task_ends_resolved(cloud: LabCloud, api: Api, cleanup: list[str]) -> None:
+    cleanup.append("crash-agent")
+    h1 = _host(cloud, "h1")
+    cloud.stop_agent(h1)
+    cloud.start_agent(h1, {"LABCLOUD_AGENT_FAULT_CREATE_PAUSE_S": "60"})
+    try:
+        task = create_vm(api, "crash-agent", host="h1", wait=False)
+        _wait(f"domain {task['vm_id']} defined on h1", lambda: _state(h1, task["vm_id"]) == "shut off", timeout=600)
+        cloud.kill_agent(h1)  # between define and start
+        time.sleep(3)
+        assert api.call("GET", f"/tasks/{task['id']}", expect=200).json()["task"]["state"] == "running"
+    finally:
+        cloud.stop_agent(h1)
+        cloud.start_agent(h1)  # without fault injection
+    done = api.wait_task(task["id"], timeout=300)
+    assert done["state"] == "succeeded", done["error"]
+    assert _state(h1, task["vm_id"]) == "running"
+    assert api.call("GET", "/vms/crash-agent", expect=200).json()["vm"]["state"] == "running"
+    assert_inventory_matches_libvirt(cloud, api)
+    assert destroy_vm(api, "crash-agent")["state"] == "succeeded"
+    assert_inventory_matches_libvirt(cloud, api)
+
+
+def test_create_on_a_full_pool_fails_naming_the_lack_of_space_and_leaves_nothing(
+        cloud: LabCloud, api: Api, cleanup: list[str]) -> None:
+    cleanup.append("full-pool")
+    h1 = _host(cloud, "h1")
+    pool_path = "/var/lib/libvirt/images/labcloud"  # as the agent sees it, inside h1's mount namespace
+    assert not [v for v in api.call("GET", "/vms", expect=200).json()["vms"] if v["host"]["name"] == "h1"]
+    image = h1.root / "full-pool.img"
+    subprocess.run(["truncate", "-s", "64M", str(image)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
+    loop = subprocess.run(["losetup", "--find", "--show", str(image)], check=True, capture_output=True,
+                          text=True).stdout.strip()
+    mounted = False
+    ratio = api.call("GET", "/hosts/h1", expect=200).json()["host"]["disk_ratio"]
+    try:
+        h1.run(["mount", loop, pool_path])
+        mounted = True
+        h1.virsh("pool-refresh", POOL)
+        files_before = h1.run(["ls", "-A", pool_path]).stdout.split()
+        # Let placement pass on the stale free-space figure, so the agent meets the full filesystem.
+        api.call("PATCH", "/hosts/h1", {"disk_ratio": 1000.0}, expect=200)
+        task = create_vm(api, "full-pool", host="h1")
+        assert task["state"] == "failed"
+        assert "not enough space" in task["error"] and "free space" in task["error"], task["error"]
+        assert api.call("GET", "/vms/full-pool").status_code == 404
+        assert "full-pool" not in h1.virsh("list", "--all", "--name")
+        assert h1.run(["ls", "-A", pool_path]).stdout.split() == files_before
+        assert_inventory_matches_libvirt(cloud, api)  # and no address held for it
+    finally:
+        api.call("PATCH", "/hosts/h1", {"disk_ratio": ratio})
+        if mounted:
+            h1.run(["umount", pool_path], check=False)
+        subprocess.run(["losetup", "-d", loop], check=False)
+        h1.virsh("pool-refresh", POOL)
+        image.unlink(missing_ok=True)
