@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -238,3 +239,68 @@ def test_create_on_a_full_pool_fails_naming_the_lack_of_space_and_leaves_nothing
         subprocess.run(["losetup", "-d", loop], check=False)
         h1.virsh("pool-refresh", POOL)
         image.unlink(missing_ok=True)
+
+
+def _at_once(calls: list) -> list:  # type: ignore[type-arg]
+    """Run the calls in one thread each, released together; return their results (or exceptions) in order."""
+    start = threading.Barrier(len(calls))
+    results: list = [None] * len(calls)
+
+    def run(i: int) -> None:
+        start.wait()
+        try:
+            results[i] = calls[i]()
+        except Exception as exc:  # reported by the caller's assertions
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=900)
+    return results
+
+
+def test_twenty_creates_and_five_destroys_at_once(cloud: LabCloud, api: Api, cleanup: list[str]) -> None:
+    new = [f"conc-{i:02d}" for i in range(20)]
+    old = [f"conc-old-{i}" for i in range(5)]
+    cleanup.extend(new + old)
+    if not [f for f in api.call("GET", "/flavors", expect=200).json()["flavors"] if f["name"] == "tiny"]:
+        api.call("POST", "/flavors", {"name": "tiny", "vcpus": 1, "memory_mib": 256, "disk_gib": 4}, expect=201)
+
+    def client() -> Api:  # one session per thread
+        return Api(api.url, api.ca, api.token)
+
+    def create(name: str):  # type: ignore[no-untyped-def]
+        return lambda: client().call("POST", "/vms", {"name": name, "image": "debian12", "flavor": "tiny",
+                                                      "networks": [{"network": "lab"}]})
+
+    def destroy(name: str):  # type: ignore[no-untyped-def]
+        return lambda: client().call("DELETE", f"/vms/{name}")
+
+    for resp in _at_once([create(n) for n in old]):
+        assert resp.status_code == 202, resp.text
+        assert api.wait_task(resp.json()["task"]["id"], timeout=600)["state"] == "succeeded"
+
+    started = time.monotonic()
+    answers = _at_once([create(n) for n in new] + [destroy(n) for n in old])
+    problems = [a if isinstance(a, Exception) else a.text for a in answers
+                if isinstance(a, Exception) or a.status_code != 202]
+    assert not problems, problems
+    tasks = [api.wait_task(a.json()["task"]["id"], timeout=900) for a in answers]
+    print(f"\n[concurrency] 20 creates + 5 destroys ended in {time.monotonic() - started:.1f} s")
+    failed = [(t["vm_name"], t["error"]) for t in tasks if t["state"] != "succeeded"]
+    assert not failed, failed
+    assert "database is locked" not in (cloud.log_dir / "controller.log").read_text()
+
+    vms = {v["name"]: v for v in api.call("GET", "/vms", expect=200).json()["vms"]}
+    assert set(new) <= set(vms) and not set(old) & set(vms)
+    addresses = [ip for n in new for ip in vms[n]["ips"]]
+    assert len(addresses) == len(set(addresses)) == 20, addresses
+    assert_inventory_matches_libvirt(cloud, api)
+
+    # 20 TCG guests on 2 cores: remove them at once.
+    for resp in _at_once([destroy(n) for n in new]):
+        assert resp.status_code == 202, resp.text
+        assert api.wait_task(resp.json()["task"]["id"], timeout=600)["state"] == "succeeded"
+    assert_inventory_matches_libvirt(cloud, api)

@@ -111,3 +111,21 @@ def test_address_from_the_guest_agent_and_failed_adoption_keeps_nothing(
     task = wait(resp.get_json()["task"]["id"])
     assert task["state"] == "failed" and "shut off" in task["error"]
     assert inv.count("vms") == 0 and inv.count("ip_allocations") == 0 and inv.count("vm_nics") == 0
+
+
+def test_adopt_button_on_the_host_page_starts_the_task(client: FlaskClient, world: dict[str, Any], wait: Any,
+                                                        core: Core) -> None:
+    from tests.unit.test_web_pages import log_in
+
+    web = log_in(client)
+    page = web.get("/hosts/h1").get_data(as_text=True)
+    action = f"/hosts/h1/unmanaged/{world['uuid']}/adopt"
+    assert f'action="{action}"' in page and ">Adopt</button>" in page
+    resp = web.post(action, {"name": "byhand", "ip": "10.0.0.51"})
+    assert resp.status_code == 302 and "/vms/byhand" in resp.headers["Location"]
+    task_id = resp.headers["Location"].split("task=")[1].split("#")[0]
+    assert wait(task_id)["state"] == "succeeded"
+    assert core.db.one("SELECT address FROM vm_nics WHERE vm_id = ?", [world["uuid"]]) == {"address": "10.0.0.51"}
+    resp = web.post(f"/hosts/h1/unmanaged/{uuid.uuid4()}/adopt", {"name": "other"})
+    assert resp.status_code == 302 and resp.headers["Location"].endswith("#unmanaged-title")
+    assert "Could not adopt" in web.get("/hosts/h1").get_data(as_text=True)
