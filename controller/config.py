@@ -23,6 +23,7 @@ class Config:
     task_workers: int = 8
     join_token_ttl_s: int = 3600
     lab_mode: bool = False
+    agent_retry_s: float = 60.0                 # a task retries an unreachable agent (restarting) this long
     # Fault injection for the crash-recovery tests (docs/operations.md): a create task waits this
     # long after its domain runs, before it records the result. 0 (the default) in production.
     fault_create_pause_s: float = 0.0

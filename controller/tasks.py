@@ -29,10 +29,12 @@ class TaskContext:
 
     def __init__(self, db: Database, task_id: str) -> None:
         self.db, self.task_id = db, task_id
+        self.percent = 0
 
     def progress(self, percent: int, message: str) -> None:
         """Record progress (0-100) and what the task is doing now."""
         log.info("task %s: %d%% %s", self.task_id, percent, message)
+        self.percent = percent
         with self.db.write() as w:
             w.execute(
                 "UPDATE tasks SET progress = ?, message = ? WHERE id = ?",

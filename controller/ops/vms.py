@@ -135,12 +135,15 @@ def create(core: Core, body: dict[str, Any], user: dict[str, Any]) -> dict[str, 
         agent = core.agent(host["id"])
         ctx.progress(10, f"caching image {image['name']} on {host['name']}")
         image_url = f"{core.config.agent_url}/agent/v1/images/{image['sha256']}"
+        retry_s = core.config.agent_retry_s
         try:
             if v["storage"] == "shared":
                 with shared_cache_lock(image["sha256"]):  # every host writes the same shared file
-                    agent.ensure_image_in("shared", image["sha256"], image["size_bytes"], image_url)
+                    retry_unreachable(lambda: agent.ensure_image_in("shared", image["sha256"], image["size_bytes"],
+                                                                    image_url), ctx, retry_s, "caching the image")
             else:
-                agent.ensure_image(image["sha256"], image["size_bytes"], image_url)
+                retry_unreachable(lambda: agent.ensure_image(image["sha256"], image["size_bytes"], image_url), ctx,
+                                  retry_s, "caching the image")
         except AgentError as exc:
             if exc.code == "fetch_failed" and image_path(core, image["sha256"]) is None:
                 raise TaskFailed(f"image {image['name']} is not cached on {host['name']} and its file is missing on"
@@ -149,7 +152,7 @@ def create(core: Core, body: dict[str, Any], user: dict[str, Any]) -> dict[str, 
         ctx.progress(60, f"creating disks, seed and domain on {host['name']}")
         sent["create"] = True
         # Idempotent by UUID: if the agent died half-way, asking again finishes the same VM.
-        out = retry_unreachable(lambda: agent.create_vm(spec), ctx, 60, f"creating the VM on {host['name']}")
+        out = retry_unreachable(lambda: agent.create_vm(spec), ctx, retry_s, f"creating the VM on {host['name']}")
         if core.config.fault_create_pause_s:
             ctx.progress(80, f"fault injection: pausing {core.config.fault_create_pause_s:g} s")
             time.sleep(core.config.fault_create_pause_s)
@@ -162,7 +165,8 @@ def create(core: Core, body: dict[str, Any], user: dict[str, Any]) -> dict[str, 
     def rollback() -> None:
         if sent["create"]:
             try:
-                retry_unreachable(lambda: core.agent(host["id"]).destroy_vm(vm_id), None, 60, "rolling back")
+                retry_unreachable(lambda: core.agent(host["id"]).destroy_vm(vm_id), None, core.config.agent_retry_s,
+                                  "rolling back")
             except Exception as exc:
                 # The host may still run the domain: keep the VM and its addresses held, so
                 # no other VM gets them, until an operator destroys it.
@@ -191,7 +195,7 @@ def retry_unreachable(call: Callable[[], dict[str, Any]], ctx: TaskContext | Non
                 raise
             log.warning("%s: %s; retrying", what, exc)
             if ctx is not None:
-                ctx.progress(60, f"{what}: agent unreachable, retrying")
+                ctx.progress(ctx.percent, f"{what}: agent unreachable, retrying")
             time.sleep(RETRY_PAUSE_S)
 
 

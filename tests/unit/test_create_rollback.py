@@ -55,3 +55,44 @@ def test_failed_create_leaves_nothing_and_says_what(client: FlaskClient, core: C
     assert task["state"] == "failed" and says in task["error"], task["error"]
     assert inv.count("vms") == 0 and inv.count("ip_allocations") == 0 and inv.count("vm_nics") == 0
     assert agent.destroyed == ([task["vm_id"]] if fail_at == "create" else [])
+
+
+class RestartingAgent:
+    """An agent that is unreachable for its first calls (being restarted), then creates the VM."""
+
+    def __init__(self, down_for: int) -> None:
+        self.down_for, self.calls = down_for, 0
+
+    def _maybe_down(self) -> None:
+        self.calls += 1
+        if self.calls <= self.down_for:
+            raise AgentError("h1", "agent unreachable (ConnectionError); is it running?")
+
+    def ensure_image(self, *_args: Any) -> dict[str, Any]:
+        self._maybe_down()
+        return {"path": "/pool/base", "fetched": False}
+
+    def create_vm(self, spec: dict[str, Any]) -> dict[str, Any]:
+        self._maybe_down()
+        return {"uuid": spec["uuid"], "state": "running", "xml": "<domain/>"}
+
+
+def test_create_retries_an_agent_that_is_restarting(client: FlaskClient, core: Core, inv: Inventory,
+                                                    auth: dict[str, str], wait: Any,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from controller.ops import vms
+
+    inv.host("h1")
+    inv.image("debian12")
+    inv.flavor("small")
+    inv.network("lan")
+    agent = RestartingAgent(down_for=3)
+    monkeypatch.setattr(core, "agent", lambda _host_id: agent)
+    monkeypatch.setattr(core.config, "agent_retry_s", 10.0)
+    monkeypatch.setattr(vms, "RETRY_PAUSE_S", 0.01)
+    resp = client.post("/api/v1/vms", headers=auth, json={"name": "vm1", "image": "debian12", "flavor": "small",
+                                                          "networks": [{"network": "lan"}]})
+    task = wait(resp.get_json()["task"]["id"])
+    assert task["state"] == "succeeded", task["error"]
+    assert agent.calls == 5  # three refused, then the image and the create
+    assert core.db.one("SELECT state FROM vms WHERE name = 'vm1'") == {"state": "running"}
