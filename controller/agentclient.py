@@ -33,9 +33,10 @@ class AgentClient:
     def call(self, method: str, path: str, body: Any = None, timeout: float = 60.0) -> dict[str, Any]:
         """Call one verb; raise AgentError with the agent's message on failure."""
         try:
-            resp = self.session.request(
-                method, self.base + path, json=body, timeout=timeout, headers={reqid.HEADER: reqid.get()}
-            )
+            headers = {reqid.HEADER: reqid.get()}
+            if reqid.operation():
+                headers[reqid.OPERATION_HEADER] = reqid.operation()
+            resp = self.session.request(method, self.base + path, json=body, timeout=timeout, headers=headers)
         except requests.ConnectionError as exc:
             raise AgentError(self.name, f"agent unreachable ({exc.__class__.__name__}); is it running?") from exc
         except requests.Timeout as exc:

@@ -87,6 +87,7 @@ class TaskRunner:
         self, task_id: str, fn: TaskFn, on_failure: Callable[[], None] | None, request_id: str
     ) -> None:
         reqid.set(request_id)
+        reqid.set_operation(task_id)
         with self.db.write() as w:
             w.execute("UPDATE tasks SET state = 'running', started_at = ? WHERE id = ?", [now(), task_id])
         try:

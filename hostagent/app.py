@@ -84,7 +84,9 @@ def create_agent_app(agent: Agent) -> Flask:
             log.warning("refused %s %s from %s: not the controller", request.method, request.path,
                         request.environ.get("SSL_CLIENT_S_DN_CN") or "a client without certificate")
             return jsonify({"error": {"code": "forbidden", "message": "only the controller may call the agent"}}), 403
-        log.info("verb %s %s", request.method, request.path)
+        log.info("verb %s %s%s", request.method, request.path,
+                 f" (operation {request.headers[reqid.OPERATION_HEADER]})"
+                 if reqid.OPERATION_HEADER in request.headers else "")
         return None
 
     @app.errorhandler(VerbError)

@@ -102,3 +102,34 @@ def test_interrupted_migration_records_where_the_vm_is(core: Core, inv: Inventor
     assert core.tasks.get(task_id)["state"] == "failed"
     row = core.db.one("SELECT host_id, state FROM vms WHERE id = ?", [vm["id"]])
     assert row == {"host_id": lab["h2"]["id"], "state": "running"}
+
+
+class _Recorder:
+    """Stands in for the requests session: records the headers of each call, answers 200 {}."""
+
+    def __init__(self) -> None:
+        self.headers: list[dict[str, str]] = []
+
+    def request(self, _method: str, _url: str, **kwargs: Any) -> Any:
+        self.headers.append(dict(kwargs["headers"]))
+
+        class Resp:
+            status_code = 200
+
+            @staticmethod
+            def json() -> dict[str, Any]:
+                return {}
+
+        return Resp()
+
+
+def test_agent_calls_of_a_task_carry_its_operation_id(core: Core, wait: Any) -> None:
+    from controller.agentclient import AgentClient
+
+    session = _Recorder()
+    client = AgentClient({"name": "h1", "address": "127.0.0.1", "agent_port": 1}, session)  # type: ignore[arg-type]
+    task_id = core.tasks.create("test.op", 1)
+    core.tasks.submit(task_id, lambda _ctx: (client.facts(), client.facts()) and None)
+    assert wait(task_id)["state"] == "succeeded"
+    client.facts()  # outside any task
+    assert [h.get("X-Operation-Id") for h in session.headers] == [task_id, task_id, None]
