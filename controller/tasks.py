@@ -130,16 +130,6 @@ class TaskRunner:
         """Return the VM's pending or running task, if any."""
         return self.db.one("SELECT * FROM tasks WHERE vm_id = ? AND state IN ('pending', 'running')", [vm_id])
 
-    def recover_interrupted(self) -> int:
-        """Fail every task a previous controller process left unfinished; return how many."""
-        with self.db.write() as w:
-            cur = w.execute(
-                "UPDATE tasks SET state = 'failed', error = ?, finished_at = ? WHERE state IN ('pending', 'running')",
-                [INTERRUPTED, now()],
-            )
-            w.execute("UPDATE vms SET state = 'error' WHERE state IN ('building', 'deleting')")
-            return int(cur.rowcount)
-
     def shutdown(self, wait: bool = True) -> None:
         """Stop taking work; optionally wait for running tasks."""
         self.pool.shutdown(wait=wait, cancel_futures=True)
