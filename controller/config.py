@@ -69,4 +69,5 @@ class Config:
         cfg.admin_password = env.get("LABCLOUD_ADMIN_PASSWORD") or None
         cfg.lab_mode = env.get("LABCLOUD_LAB_MODE", "") == "1"
         cfg.fault_create_pause_s = float(env.get("LABCLOUD_FAULT_CREATE_PAUSE_S", "0") or 0)
+        cfg.agent_retry_s = float(env.get("LABCLOUD_AGENT_RETRY_S", cfg.agent_retry_s))
         return cfg
