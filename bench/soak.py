@@ -2,7 +2,7 @@
 
 Runs on a lab of its own (profile ``soak``: prefix ``lk``, 10.216.0.0/24), never the test lab. After a
 few warm-up cycles (image cached on both hosts, code paths imported) it records the resident set size
-(VmRSS) of the controller and of each agent, runs the cycles (create a tiny VM, wait for its task,
+(VmRSS) of the controller and of each agent, runs the cycles (create a tiny VM on h1, then h2, …, wait for its task,
 destroy it, wait), samples RSS every few cycles, and reports the growth from the baseline to the end.
 The goal is under 10 %. Not a test: it prints a summary and writes JSON.
 """
@@ -38,11 +38,11 @@ def _rss(pids: dict[str, int]) -> dict[str, float]:
     return {key: round(_rss_bytes(pid) / 1e6, 2) for key, pid in pids.items()}
 
 
-def _cycle(bench: BenchCloud, name: str) -> float:
-    """Create one tiny VM and destroy it; return the seconds it took."""
+def _cycle(bench: BenchCloud, name: str, host: str) -> float:
+    """Create one tiny VM on a host and destroy it; return the seconds it took."""
     api = bench.api
     started = time.monotonic()
-    body = {"name": name, "image": "debian12", "flavor": "tiny", "networks": [{"network": "lab"}]}
+    body = {"name": name, "image": "debian12", "flavor": "tiny", "networks": [{"network": "lab"}], "host": host}
     task = api.call("POST", "/vms", body, expect=202).json()["task"]
     done = wait_task(api, task["id"], timeout=600, poll=0.2)
     if done["state"] != "succeeded":
@@ -56,15 +56,16 @@ def _cycle(bench: BenchCloud, name: str) -> float:
 
 def soak(bench: BenchCloud, cycles: int, sample_every: int = 10, settle_s: float = 5.0) -> dict[str, Any]:
     """Run warm-up and measured cycles; return baseline, samples, final RSS and growth per process."""
+    hosts = [h.name for h in bench.hosts]  # alternate, so that every agent works (placement alone picks h1)
     for i in range(WARMUP):
-        _cycle(bench, f"soak-warm-{i}")
+        _cycle(bench, f"soak-warm-{i}", hosts[i % len(hosts)])
     time.sleep(settle_s)
     pids = _pids(bench)
     baseline = _rss(pids)
     samples = [{"cycle": 0, "rss_mb": baseline}]
     durations = []
     for i in range(1, cycles + 1):
-        durations.append(_cycle(bench, f"soak-{i}"))
+        durations.append(_cycle(bench, f"soak-{i}", hosts[i % len(hosts)]))
         if i % sample_every == 0 or i == cycles:
             samples.append({"cycle": i, "rss_mb": _rss(pids)})
             print(f"soak: {i}/{cycles} cycles, RSS MB {samples[-1]['rss_mb']}", flush=True)
