@@ -50,6 +50,9 @@ PROFILES = {
     # The smoke test in the suite: distinct from both, so CI and a benchmark run never collide.
     "smoke": LabProfile("ls", "10.215.0.0/24", Path("/run/labcloud-smoke"), Path("/var/lib/labcloud-smoke"),
                         Path("/srv/labcloud-smoke-shared"), Path("/var/lib/labcloud-smoke-controller")),
+    # `python -m bench.soak`: the long create/destroy soak, distinct from all of the above.
+    "soak": LabProfile("lk", "10.216.0.0/24", Path("/run/labcloud-soak"), Path("/var/lib/labcloud-soak"),
+                       Path("/srv/labcloud-soak-shared"), Path("/var/lib/labcloud-soak-controller")),
 }
 
 

@@ -37,9 +37,10 @@ class AgentClient:
     def call(self, method: str, path: str, body: Any = None, timeout: float = 60.0) -> dict[str, Any]:
         """Call one verb; raise AgentError with the agent's message on failure."""
         try:
-            resp = self.session.request(
-                method, self.base + path, json=body, timeout=timeout, headers={reqid.HEADER: reqid.get()}
-            )
+            headers = {reqid.HEADER: reqid.get()}
+            if reqid.operation():
+                headers[reqid.OPERATION_HEADER] = reqid.operation()
+            resp = self.session.request(method, self.base + path, json=body, timeout=timeout, headers=headers)
         except requests.ConnectionError as exc:
             raise AgentError(self.name, f"agent unreachable ({exc.__class__.__name__}); is it running?") from exc
         except requests.Timeout as exc:
@@ -152,6 +153,14 @@ class AgentClient:
     def renetwork(self, uuid: str, nics: list[dict[str, Any]], hostname: str) -> dict[str, Any]:
         """Give a stopped VM new addresses: new seed (new instance-id) or files in its disk, and new filters."""
         return self.call("POST", f"/vms/{uuid}/network", {"nics": nics, "hostname": hostname}, timeout=120)
+
+    def inspect_domain(self, uuid: str) -> dict[str, Any]:
+        """Describe a domain for adoption: size, disks, NICs, guest addresses, problems."""
+        return self.call("GET", f"/domains/{uuid}/inspect", timeout=30)
+
+    def adopt_domain(self, uuid: str, vm_id: str, owner: str) -> dict[str, Any]:
+        """Rename the domain's disk to labcloud's layout and write labcloud's metadata (idempotent)."""
+        return self.call("POST", f"/domains/{uuid}/adopt", {"vm_id": vm_id, "owner": owner}, timeout=120)
 
     def guest_info(self, uuid: str) -> dict[str, Any]:
         """Ask qemu-guest-agent for hostname and addresses."""

@@ -25,6 +25,10 @@ class Config:
     join_token_ttl_s: int = 3600
     lab_mode: bool = False
     image_upload_max_bytes: int = 20 * 1024**3   # POST /api/v1/images/upload
+    agent_retry_s: float = 60.0                 # a task retries an unreachable agent (restarting) this long
+    # Fault injection for the crash-recovery tests (docs/operations.md): a create task waits this
+    # long after its domain runs, before it records the result. 0 (the default) in production.
+    fault_create_pause_s: float = 0.0
 
     @property
     def db_path(self) -> Path:
@@ -70,4 +74,6 @@ class Config:
         if "LABCLOUD_IMAGE_UPLOAD_MAX_BYTES" in env:
             cfg.image_upload_max_bytes = int(env["LABCLOUD_IMAGE_UPLOAD_MAX_BYTES"])
         cfg.lab_mode = env.get("LABCLOUD_LAB_MODE", "") == "1"
+        cfg.fault_create_pause_s = float(env.get("LABCLOUD_FAULT_CREATE_PAUSE_S", "0") or 0)
+        cfg.agent_retry_s = float(env.get("LABCLOUD_AGENT_RETRY_S", cfg.agent_retry_s))
         return cfg

@@ -34,6 +34,7 @@ class Core:
     @classmethod
     def start(cls, config: Config) -> Core:
         """Open (and migrate) the inventory, load or create the CA, recover tasks."""
+        from controller import recovery
         from controller.auth import bootstrap_admin
 
         config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -44,10 +45,10 @@ class Core:
         ca = CertificateAuthority.load_or_create(config.pki_dir)
         cert, key = ca.ensure_pair(config.pki_dir, "client", CONTROLLER_CLIENT_CN, [], server=False, client=True)
         tasks = TaskRunner(db, config.task_workers)
-        recovered = tasks.recover_interrupted()
-        if recovered:
-            log.warning("marked %d interrupted task(s) failed", recovered)
         core = cls(config, db, ca, tasks, AgentPool(config.pki_dir / "ca.pem", cert, key))
+        recovered = recovery.recover(core)
+        if recovered:
+            log.warning("resolved %d interrupted task(s) by asking the agents", recovered)
         core.generated_admin_password = bootstrap_admin(db, config.admin_password)
         return core
 

@@ -58,15 +58,15 @@ class Database:
             self._local.db = db
         return db
 
-    def migrate(self) -> int:
-        """Apply every migration newer than the file's user_version; return the version."""
+    def migrate(self, target: int | None = None) -> int:
+        """Apply every migration newer than the file's user_version (up to target); return the version."""
         db = self.db
         if db.journal_mode != "wal":
             db.enable_wal()
         with self.write():
             current = db.execute("PRAGMA user_version").fetchone()[0]
             for version, sql in _migrations():
-                if version > current:
+                if version > current and (target is None or version <= target):
                     for statement in _split_sql(sql):
                         db.execute(statement)
                     db.execute(f"PRAGMA user_version={int(version)}")

@@ -9,7 +9,7 @@ import logging
 import secrets
 from typing import Any
 
-from controller import events
+from controller import events, sync
 from controller.core import Core
 from controller.db import now
 from controller.errors import BadRequest, Conflict, Unauthorized
@@ -17,8 +17,6 @@ from controller.pki import HOST_CN_PREFIX, cert_pem, fingerprint
 
 log = logging.getLogger(__name__)
 TOKEN_PREFIX = "lcjoin"  # noqa: S105 - a prefix, not a secret
-STATE_MAP = {"running": "running", "paused": "paused", "shutoff": "shutoff", "crashed": "crashed",
-             "pmsuspended": "suspended", "shutdown": "running", "blocked": "running", "nostate": "unknown"}
 
 
 def _hash(secret: str) -> str:
@@ -103,27 +101,15 @@ def heartbeat(core: Core, host: dict[str, Any], body: dict[str, Any]) -> dict[st
              float(facts.get("pool_free_bytes", 0)) / gib, float(facts.get("pool_capacity_bytes", 0)) / gib,
              json.dumps(facts), host["id"]],
         )
-        seen = set()
         stale = []
         for dom in domains:
-            seen.add(dom.get("uuid"))
             owner = core.db.one("SELECT host_id FROM vms WHERE id = ?", [dom.get("uuid")])
             # A copy of a VM inventoried elsewhere, with no task moving it right now: evacuated while
             # this host was down. (During a migration both hosts briefly hold the domain.)
             if (owner and owner["host_id"] not in (None, host["id"]) and (dom.get("labcloud") or {}).get("vm_id")
                     and not core.tasks.active_for_vm(dom["uuid"])):
                 stale.append(dom["uuid"])
-            w.execute(
-                "UPDATE vms SET state = ?, updated_at = ? WHERE id = ? AND host_id = ?"
-                " AND state NOT IN ('building', 'deleting') AND state != ?",
-                [STATE_MAP.get(dom.get("state", ""), "unknown"), now(), dom.get("uuid"), host["id"],
-                 STATE_MAP.get(dom.get("state", ""), "unknown")],
-            )
-        # VMs the host used to run but no longer reports: missing (issue 7 reconciles them).
-        for vm in core.db.all("SELECT id FROM vms WHERE host_id = ? AND state IN ('running', 'shutoff',"
-                              " 'paused', 'unknown', 'crashed', 'suspended')", [host["id"]]):
-            if vm["id"] not in seen:
-                w.execute("UPDATE vms SET state = 'missing', updated_at = ? WHERE id = ?", [now(), vm["id"]])
+        sync.reconcile(core, host, domains)
     if stale and host["state"] == "down":
         log.warning("host %s came back with %d stale VM copies; removing them", host["name"], len(stale))
     if stale:
@@ -162,9 +148,11 @@ def mark_silent_hosts_down(core: Core) -> int:
                              " AND last_seen IS NOT NULL", [cutoff])
         for host in silent:
             w.execute("UPDATE hosts SET state = 'down' WHERE id = ?", [host["id"]])
-            w.execute("UPDATE vms SET state = 'unknown' WHERE host_id = ? AND state NOT IN ('building', 'deleting')",
-                      [host["id"]])
+            # Nobody knows what runs there now: unknown until its heartbeat reconciles them.
+            cur = w.execute("UPDATE vms SET state = 'unknown' WHERE host_id = ?"
+                            " AND state NOT IN ('building', 'deleting')", [host["id"]])
             events.record(core.db, "host.down", "host", host["id"], "ok",
-                          f"{host['name']} silent for more than {core.config.host_down_after_s:.0f} s")
+                          f"{host['name']} silent for more than {core.config.host_down_after_s:.0f} s;"
+                          f" {cur.rowcount} VM(s) on it are unknown until it reports again")
             log.warning("host %s marked down: no heartbeat", host["name"])
     return len(silent)

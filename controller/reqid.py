@@ -8,7 +8,9 @@ import re
 import uuid
 
 HEADER = "X-Request-Id"
+OPERATION_HEADER = "X-Operation-Id"  # the task id: the same on every retry of a verb
 _current: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+_operation: contextvars.ContextVar[str] = contextvars.ContextVar("operation_id", default="")
 _VALID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 
 
@@ -25,6 +27,16 @@ def get() -> str:
 def set(value: str) -> None:
     """Bind a request id to the current context."""
     _current.set(value)
+
+
+def operation() -> str:
+    """Return the operation (task) id of the current context ('' outside a task)."""
+    return _operation.get()
+
+
+def set_operation(value: str) -> None:
+    """Bind an operation (task) id to the current context."""
+    _operation.set(value)
 
 
 def accept(header_value: str | None) -> str:

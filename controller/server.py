@@ -12,6 +12,7 @@ from cheroot import wsgi
 
 from controller.agentapi import create_agent_app
 from controller.app import create_app
+from controller.backup import controller_lock
 from controller.config import Config
 from controller.console import ConsoleProxy, flask_session_reader
 from controller.core import Core
@@ -23,7 +24,12 @@ log = logging.getLogger(__name__)
 
 
 def serve(config: Config) -> None:
-    """Start everything and block until SIGTERM or SIGINT."""
+    """Start everything and block until SIGTERM or SIGINT; one controller per data directory."""
+    with controller_lock(config.data_dir, wait=False):
+        _serve(config)
+
+
+def _serve(config: Config) -> None:
     core = Core.start(config)
     pki = config.pki_dir
     names = sorted({*config.server_names, config.listen, config.agent_listen} - {"0.0.0.0", "::"})  # noqa: S104

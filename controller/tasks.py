@@ -29,10 +29,12 @@ class TaskContext:
 
     def __init__(self, db: Database, task_id: str) -> None:
         self.db, self.task_id = db, task_id
+        self.percent = 0
 
     def progress(self, percent: int, message: str) -> None:
         """Record progress (0-100) and what the task is doing now."""
         log.info("task %s: %d%% %s", self.task_id, percent, message)
+        self.percent = percent
         with self.db.write() as w:
             w.execute(
                 "UPDATE tasks SET progress = ?, message = ? WHERE id = ?",
@@ -85,6 +87,7 @@ class TaskRunner:
         self, task_id: str, fn: TaskFn, on_failure: Callable[[], None] | None, request_id: str
     ) -> None:
         reqid.set(request_id)
+        reqid.set_operation(task_id)
         with self.db.write() as w:
             w.execute("UPDATE tasks SET state = 'running', started_at = ? WHERE id = ?", [now(), task_id])
         try:
@@ -126,16 +129,6 @@ class TaskRunner:
     def active_for_vm(self, vm_id: str) -> dict[str, Any] | None:
         """Return the VM's pending or running task, if any."""
         return self.db.one("SELECT * FROM tasks WHERE vm_id = ? AND state IN ('pending', 'running')", [vm_id])
-
-    def recover_interrupted(self) -> int:
-        """Fail every task a previous controller process left unfinished; return how many."""
-        with self.db.write() as w:
-            cur = w.execute(
-                "UPDATE tasks SET state = 'failed', error = ?, finished_at = ? WHERE state IN ('pending', 'running')",
-                [INTERRUPTED, now()],
-            )
-            w.execute("UPDATE vms SET state = 'error' WHERE state IN ('building', 'deleting')")
-            return int(cur.rowcount)
 
     def shutdown(self, wait: bool = True) -> None:
         """Stop taking work; optionally wait for running tasks."""

@@ -211,3 +211,12 @@ def vm_addresses(db: Database, vm_id: str) -> list[dict[str, Any]]:
     """Return the addresses a VM holds, with their networks."""
     return db.all("SELECT a.address, w.name AS network FROM ip_allocations a JOIN networks w"
                   " ON w.id = a.network_id WHERE a.vm_id = ? ORDER BY a.id", [vm_id])
+
+
+def unmanaged(db: Database, host_id: str = "") -> list[dict[str, Any]]:
+    """Return the domains hosts run outside the inventory (of one host, or all), with the host's name."""
+    sql = ("SELECT u.uuid, u.name, u.state, u.host_id, h.name AS host, u.first_seen, u.last_seen"
+           " FROM unmanaged_domains u JOIN hosts h ON h.id = u.host_id")
+    if host_id:
+        return db.all(sql + " WHERE u.host_id = ? ORDER BY u.name", [host_id])
+    return db.all(sql + " ORDER BY h.name, u.name")

@@ -13,6 +13,7 @@ from flask import Flask, Response, jsonify, request
 
 from controller import reqid
 from controller.tls import CONTROLLER_CLIENT_CN
+from hostagent.adopt import Adoption
 from hostagent.config import AgentConfig
 from hostagent.errors import VerbError
 from hostagent.hypervisor import Hypervisor
@@ -34,9 +35,11 @@ class Agent:
         self.storages = {"local": self.storage}
         if config.shared_pool_path:
             self.storages["shared"] = Storage(self.hv, config.pool_name + "-shared", config.shared_pool_path)
-        self.vms = Vms(self.hv, self.storage, config.virt_type, self.storages, switch=config.switch)
+        self.vms = Vms(self.hv, self.storage, config.virt_type, self.storages, switch=config.switch,
+                       pause_after_define_s=config.fault_create_pause_s)
         self.xml = XmlEdit(self.hv)
         self.migrations = Migrations(self.hv, self.storages, config.libvirt_pki_dir)
+        self.adoption = Adoption(self.hv, self.storage)
         self.session = requests.Session()
         # Trust only labcloud's CA: requests lets REQUESTS_CA_BUNDLE override session.verify.
         self.session.trust_env = False
@@ -84,7 +87,9 @@ def create_agent_app(agent: Agent) -> Flask:
             log.warning("refused %s %s from %s: not the controller", request.method, request.path,
                         request.environ.get("SSL_CLIENT_S_DN_CN") or "a client without certificate")
             return jsonify({"error": {"code": "forbidden", "message": "only the controller may call the agent"}}), 403
-        log.info("verb %s %s", request.method, request.path)
+        log.info("verb %s %s%s", request.method, request.path,
+                 f" (operation {request.headers[reqid.OPERATION_HEADER]})"
+                 if reqid.OPERATION_HEADER in request.headers else "")
         return None
 
     @app.errorhandler(VerbError)
@@ -204,6 +209,15 @@ def create_agent_app(agent: Agent) -> Flask:
     @app.post("/v1/vms/<uuid>/network")
     def renetwork(uuid: str) -> Any:
         return jsonify(agent.vms.renetwork(uuid, body()))
+
+    @app.get("/v1/domains/<uuid>/inspect")
+    def inspect_domain(uuid: str) -> Any:
+        return jsonify(agent.adoption.inspect(uuid))
+
+    @app.post("/v1/domains/<uuid>/adopt")
+    def adopt_domain(uuid: str) -> Any:
+        data = body()
+        return jsonify(agent.adoption.adopt(uuid, str(data["vm_id"]), str(data.get("owner", ""))))
 
     @app.get("/v1/vms/<uuid>/guest")
     def guest(uuid: str) -> Any:

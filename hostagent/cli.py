@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
 from pathlib import Path
@@ -54,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from hostagent.server import serve
 
-    serve(AgentConfig.load(args.config))
+    config = AgentConfig.load(args.config)
+    config.fault_create_pause_s = float(os.environ.get("LABCLOUD_AGENT_FAULT_CREATE_PAUSE_S", "0") or 0)
+    serve(config)
     return 0
 
 

@@ -30,6 +30,10 @@ class AgentConfig:
     libvirt_pki_dir: str | None = None        # TLS between libvirt daemons (migration); None: plain TCP, lab only
     config_dir: str = "/etc/labcloud"
     switch: str = "linux"                     # VLAN networks: "linux" (802.1Q + bridge) or "ovs" (port tags)
+    # Fault injection for the crash-recovery tests (docs/operations.md), from the environment
+    # variable LABCLOUD_AGENT_FAULT_CREATE_PAUSE_S at serve: a create waits this long between
+    # defining and starting its domain. 0 (the default) in production.
+    fault_create_pause_s: float = 0.0
 
     @property
     def ca_path(self) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid as uuidlib
 from typing import Any
 
@@ -67,12 +68,13 @@ class Vms:
 
     def __init__(self, hv: Hypervisor, storage: Storage, virt_type: str,
                  storages: dict[str, Storage] | None = None, switch: str = "linux",
-                 vlans: LinuxVlans | None = None) -> None:
+                 vlans: LinuxVlans | None = None, pause_after_define_s: float = 0.0) -> None:
         self.hv, self.storage, self.virt_type = hv, storage, virt_type
         self.storages = storages or {"local": storage}
         self.switch = switch
         self.vlans = vlans or LinuxVlans()
         self.inject = inject_network
+        self.pause_after_define_s = pause_after_define_s  # fault injection (tests only)
 
     def _storage(self, kind: str) -> Storage:
         storage = self.storages.get(kind)
@@ -119,6 +121,9 @@ class Vms:
             except libvirt.libvirtError as exc:
                 raise from_libvirt(exc, "defining the domain") from exc
             log.info("defined domain %s (%s)", spec["name"], uuid)
+            if self.pause_after_define_s:
+                log.warning("fault injection: pausing %g s before starting %s", self.pause_after_define_s, uuid)
+                time.sleep(self.pause_after_define_s)
         if not dom.isActive():
             try:
                 dom.create()

@@ -113,11 +113,11 @@ class LabCloud:
             self.seed_catalog(image_path)
         return api
 
-    def start_controller(self) -> None:
-        """Start the controller process and log in as admin."""
+    def start_controller(self, extra_env: dict[str, str] | None = None) -> None:
+        """Start the controller process (with extra environment, e.g. fault injection) and log in as admin."""
         env = dict(os.environ, LABCLOUD_DATA_DIR=str(self.data_dir), LABCLOUD_LISTEN=self.lab.switch_address,
                    LABCLOUD_AGENT_LISTEN=self.lab.switch_address, LABCLOUD_SERVER_NAMES=self.lab.switch_address,
-                   LABCLOUD_ADMIN_PASSWORD=self.admin_password, LABCLOUD_LAB_MODE="1")
+                   LABCLOUD_ADMIN_PASSWORD=self.admin_password, LABCLOUD_LAB_MODE="1", **(extra_env or {}))
         log_path = self.log_dir / "controller.log"
         with log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
             self.controller = subprocess.Popen([str(VENV_BIN / "labcloud-controller"), "serve"], env=env,
@@ -143,6 +143,13 @@ class LabCloud:
         _stop(self.controller)
         self.controller = None
 
+    def kill_controller(self) -> None:
+        """Kill the controller at once (SIGKILL by its pid), as a crash would; restart it with start_controller."""
+        if self.controller is not None and self.controller.poll() is None:
+            self.controller.kill()
+            self.controller.wait(10)
+        self.controller = None
+
     def agent_config(self, host: LabHost) -> Path:
         """Return the agent settings file of a lab host."""
         return host.root / "agent" / "agent.json"
@@ -161,10 +168,10 @@ class LabCloud:
         # libvirtd now listens with TLS on the certificate the join issued (for migration).
         host.enable_tls()
 
-    def start_agent(self, host: LabHost) -> None:
-        """Start a host's agent inside its namespaces."""
+    def start_agent(self, host: LabHost, extra_env: dict[str, str] | None = None) -> None:
+        """Start a host's agent inside its namespaces (with extra environment, e.g. fault injection)."""
         proc = host.spawn([str(VENV_BIN / "labcloud-agent"), "--config", str(self.agent_config(host)), "serve"],
-                          log_path=self.log_dir / f"agent-{host.name}.log")
+                          log_path=self.log_dir / f"agent-{host.name}.log", env=extra_env)
         self.agents[host.name] = proc
 
     def set_agent_switch(self, host: LabHost, switch: str) -> None:
@@ -189,6 +196,13 @@ class LabCloud:
     def stop_agent(self, host: LabHost) -> None:
         """Stop a host's agent."""
         _stop(self.agents.pop(host.name, None))
+
+    def kill_agent(self, host: LabHost) -> None:
+        """Kill a host's agent at once (SIGKILL by its pid), as a crash would; restart it with start_agent."""
+        proc = self.agents.pop(host.name, None)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
 
     def wait_hosts_up(self, timeout: float = 30) -> None:
         """Wait until every lab host reports in."""

@@ -28,7 +28,8 @@ MEMBER_PASSWORD = "member-pass-1"
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
     """Controller settings on a temporary data directory."""
-    return Config(data_dir=tmp_path / "data", admin_password=ADMIN_PASSWORD, host_down_after_s=2.0, task_workers=4)
+    return Config(data_dir=tmp_path / "data", admin_password=ADMIN_PASSWORD, host_down_after_s=2.0, task_workers=4,
+                  agent_retry_s=0.0)  # an unreachable test agent stays unreachable: do not wait for it
 
 
 @pytest.fixture

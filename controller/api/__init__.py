@@ -45,11 +45,11 @@ def authenticate() -> None:
 
 def register(app: Flask) -> None:
     """Mount every API blueprint with authentication and JSON errors."""
-    from controller.api import catalog, hosts, networks, tasks, tokens, vms, xml
+    from controller.api import catalog, hosts, networks, tasks, tokens, unmanaged, vms, xml
 
     api = Blueprint("api", __name__, url_prefix="/api/v1")
     api.before_request(authenticate)  # a new parent per app: runs before every nested blueprint's views
-    for bp in (tokens.bp, hosts.bp, vms.bp, xml.bp, catalog.bp, networks.bp, tasks.bp):
+    for bp in (tokens.bp, hosts.bp, vms.bp, xml.bp, catalog.bp, networks.bp, tasks.bp, unmanaged.bp):
         api.register_blueprint(bp)
     app.register_blueprint(api)
 

@@ -9,13 +9,15 @@ import re
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from controller import events, ipam
+from controller.agentclient import AgentError
 from controller.core import Core
 from controller.db import now
 from controller.errors import BadRequest, Conflict, NotFound
-from controller.ops.images import shared_cache_lock
+from controller.ops.images import image_path, shared_cache_lock
 from controller.scheduler import Need, place
 from controller.tasks import TaskContext, TaskFailed
 from controller.views import vm_summaries
@@ -25,6 +27,7 @@ log = logging.getLogger(__name__)
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 LIFECYCLE = ("start", "shutdown", "poweroff", "reboot")
 SHUTDOWN_TIMEOUT_S = 120
+RETRY_PAUSE_S = 2.0
 
 
 def new_mac(db: Any) -> str:
@@ -168,14 +171,27 @@ def create(core: Core, body: dict[str, Any], user: dict[str, Any]) -> dict[str, 
         agent = core.agent(host["id"])
         ctx.progress(10, f"caching image {image['name']} on {host['name']}")
         image_url = f"{core.config.agent_url}/agent/v1/images/{image['sha256']}"
-        if v["storage"] == "shared":
-            with shared_cache_lock(image["sha256"]):  # every host writes the same shared file
-                agent.ensure_image_in("shared", image["sha256"], image["size_bytes"], image_url)
-        else:
-            agent.ensure_image(image["sha256"], image["size_bytes"], image_url)
+        retry_s = core.config.agent_retry_s
+        try:
+            if v["storage"] == "shared":
+                with shared_cache_lock(image["sha256"]):  # every host writes the same shared file
+                    retry_unreachable(lambda: agent.ensure_image_in("shared", image["sha256"], image["size_bytes"],
+                                                                    image_url), ctx, retry_s, "caching the image")
+            else:
+                retry_unreachable(lambda: agent.ensure_image(image["sha256"], image["size_bytes"], image_url), ctx,
+                                  retry_s, "caching the image")
+        except AgentError as exc:
+            if exc.code == "fetch_failed" and image_path(core, image["sha256"]) is None:
+                raise TaskFailed(f"image {image['name']} is not cached on {host['name']} and its file is missing on"
+                                 " the controller (LABCLOUD_DATA_DIR/images); import the image again") from exc
+            raise
         ctx.progress(60, f"creating disks, seed and domain on {host['name']}")
         sent["create"] = True
-        out = agent.create_vm(spec)
+        # Idempotent by UUID: if the agent died half-way, asking again finishes the same VM.
+        out = retry_unreachable(lambda: agent.create_vm(spec), ctx, retry_s, f"creating the VM on {host['name']}")
+        if core.config.fault_create_pause_s:
+            ctx.progress(80, f"fault injection: pausing {core.config.fault_create_pause_s:g} s")
+            time.sleep(core.config.fault_create_pause_s)
         with db.write() as w2:
             w2.execute("UPDATE vms SET state = ?, domain_xml = ?, updated_at = ? WHERE id = ?",
                        [out.get("state", "running"), out.get("xml"), now(), vm_id])
@@ -185,7 +201,8 @@ def create(core: Core, body: dict[str, Any], user: dict[str, Any]) -> dict[str, 
     def rollback() -> None:
         if sent["create"]:
             try:
-                core.agent(host["id"]).destroy_vm(vm_id)
+                retry_unreachable(lambda: core.agent(host["id"]).destroy_vm(vm_id), None, core.config.agent_retry_s,
+                                  "rolling back")
             except Exception as exc:
                 # The host may still run the domain: keep the VM and its addresses held, so
                 # no other VM gets them, until an operator destroys it.
@@ -200,6 +217,22 @@ def create(core: Core, body: dict[str, Any], user: dict[str, Any]) -> dict[str, 
 
     core.tasks.submit(task_id, run, on_failure=rollback)
     return core.tasks.get(task_id)
+
+
+def retry_unreachable(call: Callable[[], dict[str, Any]], ctx: TaskContext | None, window_s: float,
+                      what: str) -> dict[str, Any]:
+    """Call an idempotent agent verb, again while the agent is unreachable (restarting), up to window_s."""
+    deadline = time.monotonic() + window_s
+    while True:
+        try:
+            return call()
+        except AgentError as exc:
+            if exc.status or time.monotonic() > deadline:  # the agent answered, or it stays away
+                raise
+            log.warning("%s: %s; retrying", what, exc)
+            if ctx is not None:
+                ctx.progress(ctx.percent, f"{what}: agent unreachable, retrying")
+            time.sleep(RETRY_PAUSE_S)
 
 
 def _reserve_task(core: Core, vm: dict[str, Any], kind: str, user: dict[str, Any]) -> str:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, render_template
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 
 from controller import views
-from controller.errors import NotFound
-from controller.web.common import current_user, db
+from controller.errors import ApiError, NotFound
+from controller.ops import adopt
+from controller.web.common import core, current_user, db, require_admin, sentence
 
 bp = Blueprint("hosts", __name__)
 
@@ -27,4 +28,23 @@ def detail(ref: str) -> Any:
     if found is None:
         raise NotFound(f"host {ref!r} not found")
     host = next(h for h in views.host_overview(d, user) if h["id"] == found["id"])
-    return render_template("host.html", host=host)
+    unmanaged = views.unmanaged(d, found["id"]) if user["role"] == "admin" else []
+    return render_template("host.html", host=host, unmanaged=unmanaged)
+
+
+@bp.post("/hosts/<ref>/unmanaged/<uuid>/adopt")
+def adopt_domain(ref: str, uuid: str) -> Any:
+    """Adopt an unmanaged domain (admins) with the name and address typed in; the task shows on the VM's page."""
+    user = require_admin()
+    body: dict[str, Any] = {}
+    if request.form.get("name", "").strip():
+        body["name"] = request.form["name"].strip()
+    if request.form.get("ip", "").strip():
+        body["networks"] = [{"ip": request.form["ip"].strip()}]
+    try:
+        task = adopt.adopt(core(), uuid, body, user)
+    except ApiError as exc:
+        flash(f"Could not adopt: {sentence(exc.message)}", "error")
+        return redirect(url_for("web.hosts.detail", ref=ref) + "#unmanaged-title")
+    flash(f"Adopting: task started for {task['vm_name']}.", "info")
+    return redirect(url_for("web.vms.detail", ref=task["vm_name"], task=task["id"]) + "#tasks")

@@ -8,7 +8,7 @@ from typing import Any
 
 from flask.testing import FlaskClient
 
-from controller import hosts, reqid
+from controller import hosts, recovery, reqid
 from controller.core import Core
 from controller.errors import Conflict
 from controller.tasks import INTERRUPTED, TaskContext, TaskFailed
@@ -104,7 +104,7 @@ def test_task_api_shows_state_progress_error_result(client: FlaskClient, core: C
     assert [t["id"] for t in listed] == [task_id]
 
 
-def test_recover_interrupted_fails_unfinished_tasks_and_flags_vms(core: Core, inv: Inventory) -> None:
+def test_recovery_with_an_unreachable_host_fails_tasks_and_flags_vms(core: Core, inv: Inventory) -> None:
     host = inv.host("h1")
     building = inv.vm("new", 1, host, state="building")
     deleting = inv.vm("old", 1, host, state="deleting")
@@ -115,20 +115,21 @@ def test_recover_interrupted_fails_unfinished_tasks_and_flags_vms(core: Core, in
     with core.db.write() as w:
         w.execute("UPDATE tasks SET state = 'running' WHERE id = ?", [started])
         w.execute("UPDATE tasks SET state = 'succeeded' WHERE id = ?", [done])
-    assert core.tasks.recover_interrupted() == 2
+    assert recovery.recover(core) == 2  # the host's agent does not answer: nothing can be checked
     for task_id in (pending, started):
         task = core.tasks.get(task_id)
-        assert task["state"] == "failed" and task["error"] == INTERRUPTED and task["finished_at"]
+        assert task["state"] == "failed" and "controller stopped" in task["error"] and task["finished_at"]
+        assert "unreachable" in task["error"] and "destroy it" in task["error"]
     assert "controller stopped" in INTERRUPTED and "retry" in INTERRUPTED
     assert core.tasks.get(done)["state"] == "succeeded"
     states = {r["name"]: r["state"] for r in core.db.all("SELECT name, state FROM vms")}
     assert states == {"new": "error", "old": "error", "fine": "running"}
-    assert core.tasks.recover_interrupted() == 0
+    assert recovery.recover(core) == 0
 
 
 def test_restart_recovers_interrupted_tasks(config: Any, core: Core) -> None:
     """Core.start on an inventory with an unfinished task fails it."""
-    task_id = core.tasks.create("vm.create", 1)
+    task_id = core.tasks.create("image.import", 1)
     second = Core.start(config)
     try:
         assert second.tasks.get(task_id)["error"] == INTERRUPTED
