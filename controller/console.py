@@ -20,11 +20,12 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.http11 import Request, Response
 from websockets.sync.connection import Connection
-from websockets.sync.server import Server, ServerConnection, serve
+from websockets.sync.server import ServerConnection, serve
 
 from controller import auth
 from controller.consoletokens import Grant
 from controller.core import Core
+from controller.wsservice import WebsocketService
 
 log = logging.getLogger(__name__)
 PATH_PREFIX = "/console/"
@@ -62,7 +63,7 @@ def flask_session_reader(app: Any) -> SessionReader:
     return read
 
 
-class ConsoleProxy:
+class ConsoleProxy(WebsocketService):
     """The console port: checks the token and the caller, then relays to the VM host's agent."""
 
     def __init__(self, core: Core, session_user: SessionReader, host: str, port: int,
@@ -70,21 +71,8 @@ class ConsoleProxy:
         self.core, self.session_user = core, session_user
         # No Origin header: a non-browser client (the CLI). A browser's must be the UI's own.
         allowed: Any = [*origins, None] if origins else None
-        self.server: Server = serve(self._relay, host, port, ssl=tls, process_request=self._check,
-                                    select_subprotocol=_binary_if_asked, origins=allowed, compression=None)
-
-    @property
-    def port(self) -> int:
-        """Return the port actually bound (useful with port 0)."""
-        return int(self.server.socket.getsockname()[1])
-
-    def serve_forever(self) -> None:
-        """Serve until shutdown()."""
-        self.server.serve_forever()
-
-    def shutdown(self) -> None:
-        """Stop accepting and close open consoles."""
-        self.server.shutdown()
+        self.server = serve(self._relay, host, port, ssl=tls, process_request=self._check,
+                            select_subprotocol=_binary_if_asked, origins=allowed, compression=None)
 
     def _caller(self, request: Request) -> int | None:
         header = request.headers.get("Authorization", "")

@@ -20,9 +20,10 @@ from typing import Any
 import libvirt
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
-from websockets.sync.server import Server, ServerConnection, serve
+from websockets.sync.server import ServerConnection, serve
 
 from controller.tls import CONTROLLER_CLIENT_CN
+from controller.wsservice import WebsocketService
 from hostagent import domainxml
 from hostagent.hypervisor import Hypervisor
 
@@ -58,26 +59,13 @@ def common_name(peer: dict[str, Any] | None) -> str | None:
     return None
 
 
-class VncRelay:
+class VncRelay(WebsocketService):
     """The console port of the agent."""
 
     def __init__(self, find_port: PortFinder, host: str, port: int, tls: ssl.SSLContext) -> None:
         self.find_port = find_port
-        self.server: Server = serve(self._splice, host, port, ssl=tls, process_request=self._check,
-                                    compression=None, max_size=None)
-
-    @property
-    def port(self) -> int:
-        """Return the port actually bound (useful with port 0)."""
-        return int(self.server.socket.getsockname()[1])
-
-    def serve_forever(self) -> None:
-        """Serve until shutdown()."""
-        self.server.serve_forever()
-
-    def shutdown(self) -> None:
-        """Stop accepting and close open relays."""
-        self.server.shutdown()
+        self.server = serve(self._splice, host, port, ssl=tls, process_request=self._check,
+                            compression=None, max_size=None)
 
     def _check(self, conn: ServerConnection, request: Request) -> Response | None:
         """Only the controller may open a relay, and only to a running domain with a loopback VNC display."""
