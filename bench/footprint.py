@@ -38,6 +38,7 @@ from hostagent.join import fetch_pinned_ca, parse_token
 from lab import procs
 
 VENV_BIN = Path(sys.executable).parent
+FAKE_CONSOLE_OFFSET = 100  # the fake agents' VNC relays: FAKE_PORT_BASE + 100 + i
 FAKE_PORT_BASE = 8480
 BULK_NETWORK = {"name": "bulk", "bridge": "brbulk", "cidr": "172.30.0.0/22", "range": ["172.30.0.10", "172.30.3.250"]}
 
@@ -132,6 +133,7 @@ class FakeFleet:
             raise BenchError(f"join of {host.name} refused: {resp.text[:300]}")
         cfg = AgentConfig(controller_url=api.url, agent_channel_url=resp.json()["agent_url"], host_id=host.host_id,
                           name=host.name, address=address, port=host.port, pool_path=str(host.root / "pool"),
+                          console_port=host.port + FAKE_CONSOLE_OFFSET,  # all share the switch address
                           libvirt_uri=f"test://{host.root / 'node.xml'}", config_dir=str(host.root))
         write_private(cfg.key_path, key_pem(key))
         cfg.cert_path.write_bytes(resp.json()["certificate"].encode())

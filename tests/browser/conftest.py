@@ -129,7 +129,8 @@ def controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller]
     env = {**os.environ, "LABCLOUD_DATA_DIR": str(data), "LABCLOUD_PORT": str(PORT),
            "LABCLOUD_AGENT_PORT": str(AGENT_PORT), "LABCLOUD_CONSOLE_PORT": str(CONSOLE_PORT),
            "LABCLOUD_ADMIN_PASSWORD": ADMIN_PASSWORD,
-           "LABCLOUD_LISTEN": "127.0.0.1", "LABCLOUD_AGENT_LISTEN": "127.0.0.1"}
+           "LABCLOUD_LISTEN": "127.0.0.1", "LABCLOUD_AGENT_LISTEN": "127.0.0.1",
+           "LABCLOUD_AGENT_RETRY_S": "0"}  # its hosts' agents never come: a create fails at once
     env.pop("LABCLOUD_SERVER_NAMES", None)
     exe = Path(sys.executable).parent / "labcloud-controller"
     with log.open("wb") as out:

@@ -29,9 +29,17 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root"),
 ]
 
+# A lab of its own, not the default one (lc, 10.213.0.0/24): the suite's lab cloud (tests/labcloud.py)
+# may be up during this module, and taking the default lab down would pull it from under its tests.
+PREFIX = "li"
+CIDR = "10.217.0.0/24"
+STATE_DIR = Path("/run/labcloud-itest")
+DATA_DIR = Path("/var/lib/labcloud-itest")
+SHARED_DIR = Path("/srv/labcloud-itest-shared")
 GUEST_NAME = "lt-guest"
 GUEST_MAC = "52:54:00:d5:00:96"
-GUEST_IP = "10.213.0.150"
+GUEST_IP = "10.217.0.150"
+GATEWAY = "10.217.0.1"
 BOOT_DEADLINE = 180.0
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,20 +50,25 @@ def _ping(argv_prefix: list[str], address: str) -> bool:
     return subprocess.run(argv, capture_output=True, timeout=10, check=False).returncode == 0
 
 
+def _lab() -> Lab:
+    """Return the handle of this module's lab (it finds what an earlier up() recorded)."""
+    return Lab(STATE_DIR, data_dir=DATA_DIR, shared_dir=SHARED_DIR, prefix=PREFIX, cidr=CIDR)
+
+
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
     """A two-host lab, removed at the end even if a test failed."""
-    stale = Lab()
+    stale = _lab()
     if stale.state_file.exists():
         stale.down()  # left behind by a crashed run
-    the_lab = Lab()
+    the_lab = _lab()
     started = time.monotonic()
     try:
         the_lab.up(n_hosts=2)
         print(f"\n[lab] up with 2 hosts in {time.monotonic() - started:.1f} s")
         yield the_lab
     finally:
-        Lab().down()
+        _lab().down()
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +107,8 @@ def _seed_iso(dest: Path) -> None:
             "match": {"macaddress": GUEST_MAC},
             "set-name": "eth0",
             "addresses": [f"{GUEST_IP}/24"],
-            "routes": [{"to": "default", "via": "10.213.0.1"}],
-            "nameservers": {"addresses": ["10.213.0.1"]},
+            "routes": [{"to": "default", "via": GATEWAY}],
+            "nameservers": {"addresses": [GATEWAY]},
         }}}),
     }
     src = dest.with_suffix(".d")
@@ -199,14 +212,14 @@ def test_down_from_another_process_leaves_nothing(lab: Lab) -> None:
     assert state is not None
     recorded = [(p.pid, p.starttime) for p in state.procs if p.alive()]
     assert recorded, "the lab should have recorded its daemons"
-    result = subprocess.run([sys.executable, "-m", "lab", "down"], cwd=REPO, capture_output=True,
-                            text=True, timeout=120, check=False)
+    result = subprocess.run([sys.executable, "-m", "lab", "--state-dir", str(STATE_DIR), "down"], cwd=REPO,
+                            capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
-    assert not re.search(r"^lc-", netns, re.MULTILINE), netns
+    assert not re.search(rf"^{PREFIX}-", netns, re.MULTILINE), netns
     links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True).stdout
-    assert "lcsw0" not in links and "lc-h" not in links, links
+    assert f"{PREFIX}sw0" not in links and f"{PREFIX}-h" not in links, links
     assert [pid for pid, start in recorded if proc_starttime(pid) == start] == []
     mounts = Path("/proc/self/mountinfo").read_text()
-    assert "labcloud-lab" not in mounts
+    assert "labcloud-itest" not in mounts
     assert not lab.state_dir.exists() and not lab.data_dir.exists()
