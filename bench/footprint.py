@@ -16,7 +16,6 @@ machine. Each row matches a domain its host reports, so heartbeats keep them
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -183,15 +182,7 @@ class FakeFleet:
     def stop(self) -> None:
         """End the fake agents (SIGTERM, then SIGKILL)."""
         for host in self.hosts:
-            proc = host.proc
-            if proc is None or proc.poll() is not None:
-                continue
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            procs.stop_child(host.proc)
 
 
 def cpu_ticks(pid: int) -> int:

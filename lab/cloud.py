@@ -27,6 +27,7 @@ import requests
 from lab import Lab, LabHost
 from lab.image import ensure_guest_image
 from lab.libvirtd import LIBVIRT_PKI_DIR
+from lab.procs import stop_child
 
 VENV_BIN = Path(sys.executable).parent
 DEFAULT_DATA = Path("/var/lib/labcloud-demo")
@@ -140,7 +141,7 @@ class LabCloud:
 
     def stop_controller(self) -> None:
         """Stop the controller (SIGTERM, then SIGKILL)."""
-        _stop(self.controller)
+        stop_child(self.controller)
         self.controller = None
 
     def kill_controller(self) -> None:
@@ -195,7 +196,7 @@ class LabCloud:
 
     def stop_agent(self, host: LabHost) -> None:
         """Stop a host's agent."""
-        _stop(self.agents.pop(host.name, None))
+        stop_child(self.agents.pop(host.name, None))
 
     def kill_agent(self, host: LabHost) -> None:
         """Kill a host's agent at once (SIGKILL by its pid), as a crash would; restart it with start_agent."""
@@ -242,20 +243,9 @@ class LabCloud:
     def stop(self) -> None:
         """Stop agents and controller, then take the lab down."""
         for name in list(self.agents):
-            _stop(self.agents.pop(name))
+            stop_child(self.agents.pop(name))
         self.stop_controller()
         self.lab.down()
-
-
-def _stop(proc: subprocess.Popen[bytes] | None, grace: float = 10) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
 
 
 def _password() -> str:

@@ -142,3 +142,15 @@ def run(argv: list[str], check: bool = True, timeout: float = 60) -> subprocess.
     if check and proc.returncode != 0:
         raise LabError(f"{' '.join(argv)} failed (exit {proc.returncode}): {proc.stderr.strip()}")
     return proc
+
+
+def stop_child(proc: subprocess.Popen[bytes] | None, grace: float = 10) -> None:
+    """End a child process this process started: SIGTERM, then SIGKILL after grace seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)

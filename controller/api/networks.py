@@ -14,10 +14,11 @@ bp = Blueprint("api_networks", __name__)
 
 
 def _find(ref: str) -> dict[str, Any]:
-    net = core().db.one("SELECT * FROM networks WHERE name = ? OR CAST(id AS TEXT) = ?", [ref, ref])
-    if net is None:
-        raise NotFound(f"network {ref!r} not found; list them with GET /api/v1/networks")
-    return net
+    """The network in the URL: unknown is 404 here (ipam.network_by_ref's 400 is for a name in a body)."""
+    try:
+        return ipam.network_by_ref(core().db, ref)
+    except BadRequest:
+        raise NotFound(f"network {ref!r} not found; list them with GET /api/v1/networks") from None
 
 
 @bp.get("/networks")

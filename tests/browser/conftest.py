@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from controller import auth as authn
 from controller.db import Database, now
+from lab.procs import stop_child
 from tests.conftest import ADMIN_PASSWORD, MEMBER_PASSWORD, Inventory
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -158,12 +159,7 @@ def controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller]
         db.close()
     finally:
         stop.set()
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_child(proc, grace=15)
         (ROOT / "artifacts").mkdir(exist_ok=True)
         shutil.copy(log, ROOT / "artifacts" / "browser-controller.log")  # for a person to read after a failure
 

@@ -20,6 +20,7 @@ import requests
 from controller import cli
 from controller.backup import BackupError, backup, controller_lock, restore
 from controller.db import Database
+from lab.procs import stop_child
 from tests.conftest import ADMIN_PASSWORD, Inventory, closed_port
 
 EXE = Path(sys.executable).parent / "labcloud-controller"
@@ -84,13 +85,7 @@ def serve(tmp_path: Path) -> Iterator[Any]:
 
     yield start
     for proc in started:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_child(proc, grace=15)
 
 
 def _inventory(c: Running) -> dict[str, Any]:
