@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.baseline import Baseline, HandVm
-from bench.env import BENCH_PASSWORD, BenchCloud, wait_task
+from bench.env import BENCH_PASSWORD, BenchCloud
 from bench.stats import paired
 from bench.watch import StartWatch
 from lab.cloud import Api, CloudError
@@ -54,7 +54,7 @@ class Labcloud:
         if task_id is None:
             return None
         try:
-            task = wait_task(api, task_id, timeout=600, poll=0.2)
+            task = api.wait_task(task_id, timeout=600, poll=0.2)
         except CloudError as exc:
             print(f"bench: {exc}", flush=True)
             return None
@@ -69,7 +69,7 @@ class Labcloud:
             api = self.client()
             resp = api.call("DELETE", f"/vms/{name}")
             if resp.status_code == 202:
-                wait_task(api, resp.json()["task"]["id"], timeout=300, poll=0.2)
+                api.wait_task(resp.json()["task"]["id"], timeout=300, poll=0.2)
         with ThreadPoolExecutor(max_workers=min(8, max(1, len(names)))) as pool:
             list(pool.map(one, names))
 

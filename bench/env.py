@@ -11,7 +11,6 @@ import platform
 import re
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import libvirt
 
 from hostagent.hypervisor import start_event_loop
 from lab import Lab, LabHost
-from lab.cloud import Api, CloudError, LabCloud
+from lab.cloud import Api, LabCloud
 
 BENCH_PASSWORD = "bench-guest-pw"  # noqa: S105 - the lab guests' console password, not a secret
 TINY = {"name": "tiny", "vcpus": 1, "memory_mib": 128, "disk_gib": 4}
@@ -137,17 +136,6 @@ class BenchCloud:
                 pass
         self.conns.clear()
         self.cloud.stop()
-
-
-def wait_task(api: Api, task_id: str, timeout: float, poll: float = 0.1) -> dict[str, Any]:
-    """Poll a task every poll seconds until it ends (at most timeout); return it."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        task: dict[str, Any] = api.call("GET", f"/tasks/{task_id}", expect=200).json()["task"]
-        if task["state"] in ("succeeded", "failed"):
-            return task
-        time.sleep(poll)
-    raise CloudError(f"task {task_id} did not end within {timeout:.0f} s")
 
 
 def _first_line(argv: list[str]) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 import libvirt
 
 from bench.baseline import Baseline, HandVm
-from bench.env import BenchCloud, BenchError, wait_task
+from bench.env import BenchCloud, BenchError
 from bench.stats import paired
 from lab.cloud import Api
 
@@ -71,7 +71,7 @@ def _lc_migrate(api: Api, name: str, dest: str) -> float:
     resp = api.call("POST", f"/vms/{name}/migrate", {"host": dest, "live": True})
     if resp.status_code != 202:
         raise BenchError(f"migrate {name} refused: HTTP {resp.status_code} {resp.text[:300]}")
-    task = wait_task(api, resp.json()["task"]["id"], timeout=900, poll=0.1)
+    task = api.wait_task(resp.json()["task"]["id"], timeout=900, poll=0.1)
     elapsed = time.monotonic() - started
     if task["state"] != "succeeded":
         raise BenchError(f"migration of {name} failed: {task['error']}")

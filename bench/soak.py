@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.env import PROFILES, BenchCloud, BenchError, machine, wait_task
+from bench.env import PROFILES, BenchCloud, BenchError, machine
 from bench.footprint import _rss_bytes
 
 GOAL_PCT = 10.0
@@ -44,11 +44,11 @@ def _cycle(bench: BenchCloud, name: str, host: str) -> float:
     started = time.monotonic()
     body = {"name": name, "image": "debian12", "flavor": "tiny", "networks": [{"network": "lab"}], "host": host}
     task = api.call("POST", "/vms", body, expect=202).json()["task"]
-    done = wait_task(api, task["id"], timeout=600, poll=0.2)
+    done = api.wait_task(task["id"], timeout=600, poll=0.2)
     if done["state"] != "succeeded":
         raise BenchError(f"create of {name} failed: {done['error']}")
     task = api.call("DELETE", f"/vms/{name}", expect=202).json()["task"]
-    done = wait_task(api, task["id"], timeout=600, poll=0.2)
+    done = api.wait_task(task["id"], timeout=600, poll=0.2)
     if done["state"] != "succeeded":
         raise BenchError(f"destroy of {name} failed: {done['error']}")
     return time.monotonic() - started

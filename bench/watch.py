@@ -38,16 +38,6 @@ class StartWatch:
                 self._started.setdefault(dom.name(), at)
                 self._cond.notify_all()
 
-    def forget(self, name: str) -> None:
-        """Drop what is known about a domain name (before reusing it)."""
-        with self._cond:
-            self._started.pop(name, None)
-
-    def started_at(self, name: str) -> float | None:
-        """Return when the domain was seen starting, or None."""
-        with self._cond:
-            return self._started.get(name)
-
     def wait(self, names: list[str], timeout: float) -> dict[str, float]:
         """Wait until every name has started or timeout passes; return those that did."""
         deadline = time.monotonic() + timeout

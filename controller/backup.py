@@ -63,8 +63,8 @@ def _check(conn: sqlite3.Connection, what: str) -> dict[str, Any]:
     return summary
 
 
-def _copy(source: sqlite3.Connection, dest: Path) -> None:
-    """Copy a database with SQLite's backup API into dest (via a temporary file), as one self-contained file."""
+def _copy(source: sqlite3.Connection, dest: Path) -> dict[str, Any]:
+    """Copy a database with SQLite's backup API into dest (via a temporary file); return the copy's summary."""
     part = dest.with_name(dest.name + ".part")
     part.unlink(missing_ok=True)
     target = sqlite3.connect(part)
@@ -73,13 +73,14 @@ def _copy(source: sqlite3.Connection, dest: Path) -> None:
         # does not block the controller's writers, and no write can restart the copy.
         source.backup(target)
         target.execute("PRAGMA journal_mode=DELETE")  # no -wal file beside the copy
-        _check(target, f"the copy {part}")
+        summary = _check(target, f"the copy {part}")
     finally:
         target.close()
     part.chmod(0o600)  # password hashes and token hashes
     with part.open("rb") as f:
         os.fsync(f.fileno())
     part.replace(dest)
+    return summary
 
 
 def backup(db_path: Path, dest: Path) -> dict[str, Any]:
@@ -91,12 +92,9 @@ def backup(db_path: Path, dest: Path) -> dict[str, Any]:
     source = sqlite3.connect(db_path, timeout=BUSY_TIMEOUT_MS / 1000)
     try:
         source.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        _copy(source, dest)
+        summary = _copy(source, dest)
     finally:
         source.close()
-    with sqlite3.connect(dest) as conn:
-        summary = _summary(conn)
-    conn.close()
     return {"file": str(dest), "bytes": dest.stat().st_size, **summary}
 
 

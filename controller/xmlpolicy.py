@@ -15,14 +15,11 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from hostagent.domainxml import LABCLOUD_NS, safe_parser
+from hostagent.domainxml import LABCLOUD_NS, MEMORY_UNITS, safe_parser
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 RNG_HOST_SOURCES = {"/dev/urandom", "/dev/random"}
-MEMORY_UNITS = {"b": 1, "bytes": 1, "kb": 1000, "k": 1024, "kib": 1024, "mb": 1000**2, "m": 1024**2,
-                "mib": 1024**2, "gb": 1000**3, "g": 1024**3, "gib": 1024**3, "tb": 1000**4, "t": 1024**4,
-                "tib": 1024**4}
 
 ADDRESS_ATTRS = {"type", "domain", "bus", "slot", "function", "multifunction", "controller", "target", "unit",
                  "port", "reg", "cssid", "ssid", "devno", "iobase", "irq"}

@@ -45,12 +45,6 @@ class Adoption:
     def __init__(self, hv: Hypervisor, storage: Storage) -> None:
         self.hv, self.storage = hv, storage
 
-    def _get(self, uuid: str) -> libvirt.virDomain:
-        dom = self.hv.domain(uuid)
-        if dom is None:
-            raise VerbError(f"no domain {uuid} on this host", 404, "not_found")
-        return dom
-
     def _volume_facts(self, path: str) -> dict[str, Any]:
         """Return what the pool knows of a disk file: volume name, pool, capacity, backing image."""
         try:
@@ -84,7 +78,7 @@ class Adoption:
 
     def inspect(self, uuid: str) -> dict[str, Any]:
         """Describe a domain for adoption: size, disks, NICs, guest addresses and what prevents adopting it."""
-        dom = self._get(uuid)
+        dom = self.hv.require(uuid)
         xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
         root = domainxml.parse_xml(xml)
         disks, nics, problems = [], [], []
@@ -122,12 +116,11 @@ class Adoption:
             nics.append(nic)
         memory = int(_first(root, "./memory/text()") or 0)
         unit = _first(root, "./memory/@unit") or "KiB"
-        factor = {"KiB": KIB, "k": KIB, "MiB": KIB * KIB, "M": KIB * KIB, "GiB": GIB, "G": GIB, "b": 1, "bytes": 1}
         root_disk = writable[0] if len(writable) == 1 else {}
         return {
             "uuid": uuid, "name": dom.name(), "state": state_of(dom),
             "vcpus": int(_first(root, "./vcpu/text()") or 1),
-            "memory_mib": memory * factor.get(unit, KIB) // (KIB * KIB),
+            "memory_mib": memory * domainxml.MEMORY_UNITS.get(unit.lower(), KIB) // (KIB * KIB),
             "disk_gib": -(-int(root_disk.get("capacity_bytes") or 0) // GIB),
             "image_sha256": root_disk.get("image_sha256"), "disks": disks, "nics": nics,
             "guest_addresses": self._guest_addresses(dom), "labcloud": domainxml.read_metadata(xml),
@@ -139,7 +132,7 @@ class Adoption:
         facts = self.inspect(uuid)
         if facts["problems"]:
             raise VerbError("cannot adopt: " + "; ".join(facts["problems"]), 409, "not_adoptable")
-        dom = self._get(uuid)
+        dom = self.hv.require(uuid)
         disk = next(d for d in facts["disks"] if d["device"] == "disk" and not d["readonly"])
         wanted, _seed = vm_volume_names(uuid)
         if disk["volume"] != wanted:
@@ -149,7 +142,7 @@ class Adoption:
             self._rename_root(dom, Path(disk["path"]), wanted)
         self._set_metadata(dom, vm_id, owner)
         log.info("adopted domain %s (%s) as VM %s", dom.name(), uuid, vm_id)
-        return {**describe(dom), "inspect": self.inspect(uuid)}
+        return describe(dom)
 
     def _rename_root(self, dom: libvirt.virDomain, path: Path, wanted: str) -> None:
         target = Path(self.storage.pool_path) / wanted

@@ -16,6 +16,10 @@ from dataclasses import dataclass, field
 from lxml import etree
 
 LABCLOUD_NS = "urn:labcloud:domain:1"
+# libvirt's memory units (lower-cased), in bytes per unit
+MEMORY_UNITS = {"b": 1, "bytes": 1, "kb": 1000, "k": 1024, "kib": 1024, "mb": 1000**2, "m": 1024**2,
+                "mib": 1024**2, "gb": 1000**3, "g": 1024**3, "gib": 1024**3, "tb": 1000**4, "t": 1024**4,
+                "tib": 1024**4}
 LABCLOUD_PREFIX = "lc"
 CREATED_BY = "labcloud"
 VIRT_TYPES = ("kvm", "qemu")

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import libvirt
 
-from hostagent.errors import from_libvirt
+from hostagent.errors import VerbError, from_libvirt
 
 log = logging.getLogger(__name__)
 _loop_started = False
@@ -96,6 +96,13 @@ class Hypervisor:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return None
             raise from_libvirt(exc, f"looking up domain {uuid}") from exc
+
+    def require(self, uuid: str) -> libvirt.virDomain:
+        """Return the domain with this UUID, or refuse the verb with 404."""
+        dom = self.domain(uuid)
+        if dom is None:
+            raise VerbError(f"no domain {uuid} on this host", 404, "not_found")
+        return dom
 
     def close(self) -> None:
         """Close the connection."""

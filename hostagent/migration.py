@@ -116,9 +116,7 @@ class Migrations:
 
     def start(self, uuid: str, body: dict[str, Any]) -> dict[str, Any]:
         """Start migrating a running (live) or stopped (offline, shared storage) domain."""
-        dom = self.hv.domain(uuid)
-        if dom is None:
-            raise VerbError(f"no domain {uuid} on this host", 404, "not_found")
+        dom = self.hv.require(uuid)
         with self._lock:
             job = self.jobs.get(uuid)
             if job is not None and job.state == "running":

@@ -82,12 +82,6 @@ class Vms:
             raise VerbError(f"this host has no {kind} storage pool; configure shared_pool_path", 409, "no_pool")
         return storage
 
-    def _get(self, uuid: str) -> libvirt.virDomain:
-        dom = self.hv.domain(uuid)
-        if dom is None:
-            raise VerbError(f"no domain {uuid} on this host", 404, "not_found")
-        return dom
-
     def create(self, spec: dict[str, Any]) -> dict[str, Any]:
         """Create root disk and seed, define and start; if the domain exists, just make it run."""
         uuid = spec["uuid"]
@@ -134,11 +128,11 @@ class Vms:
 
     def get(self, uuid: str) -> dict[str, Any]:
         """Describe one domain."""
-        return describe(self._get(uuid))
+        return describe(self.hv.require(uuid))
 
     def action(self, uuid: str, action: str) -> dict[str, Any]:
         """Run start, shutdown, poweroff or reboot; doing what is already done is not an error."""
-        dom = self._get(uuid)
+        dom = self.hv.require(uuid)
         try:
             if action == "start":
                 if not dom.isActive():
@@ -181,7 +175,7 @@ class Vms:
 
     def undefine(self, uuid: str, delete_volumes: bool) -> dict[str, Any]:
         """Undefine a stopped domain (it moved to another host); optionally delete its local volumes."""
-        dom = self._get(uuid)
+        dom = self.hv.require(uuid)
         if dom.isActive():
             raise VerbError("the domain is running here; stop it before undefining", 409, "running")
         vlans = domainxml.vlan_records(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
@@ -216,7 +210,7 @@ class Vms:
 
     def renetwork(self, uuid: str, spec: dict[str, Any]) -> dict[str, Any]:
         """Give a stopped VM new addresses: a new seed (new instance-id, so cloud-init applies it), new filters."""
-        dom = self._get(uuid)
+        dom = self.hv.require(uuid)
         if dom.isActive():
             raise VerbError("the VM is running; shut it down before changing its addresses", 409, "running")
         root_name, seed_name = vm_volume_names(uuid)
@@ -258,7 +252,7 @@ class Vms:
 
     def guest_info(self, uuid: str) -> dict[str, Any]:
         """Ask qemu-guest-agent for the hostname and addresses."""
-        dom = self._get(uuid)
+        dom = self.hv.require(uuid)
         try:
             hostname = dom.hostname(libvirt.VIR_DOMAIN_GET_HOSTNAME_AGENT)
             ifaces = dom.interfaceAddresses(libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT, 0)

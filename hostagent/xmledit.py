@@ -24,20 +24,14 @@ class XmlEdit:
     def __init__(self, hv: Hypervisor, shutdown_wait_s: float = SHUTDOWN_WAIT_S) -> None:
         self.hv, self.shutdown_wait_s = hv, shutdown_wait_s
 
-    def _get(self, uuid: str) -> libvirt.virDomain:
-        dom = self.hv.domain(uuid)
-        if dom is None:
-            raise VerbError(f"no domain {uuid} on this host", 404, "not_found")
-        return dom
-
     def get(self, uuid: str) -> dict[str, Any]:
         """Return libvirt's inactive, secure definition and the domain's state."""
-        dom = self._get(uuid)
+        dom = self.hv.require(uuid)
         return {"uuid": uuid, "xml": dom.XMLDesc(XML_FLAGS), "state": state_of(dom)}
 
     def define(self, uuid: str, xml: str, restart: bool) -> dict[str, Any]:
         """Define new XML for this domain with libvirt's validation; restart it when asked and running."""
-        dom = self._get(uuid)
+        dom = self.hv.require(uuid)
         try:
             root = domainxml.parse_xml(xml)
         except ValueError as exc:

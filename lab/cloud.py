@@ -68,14 +68,14 @@ class Api:
             raise CloudError(f"{method} {path}: HTTP {resp.status_code}: {resp.text[:500]}")
         return resp
 
-    def wait_task(self, task_id: str, timeout: float = 300) -> dict[str, Any]:
-        """Poll a task until it ends; return it."""
+    def wait_task(self, task_id: str, timeout: float = 300, poll: float = 0.5) -> dict[str, Any]:
+        """Poll a task every poll seconds until it ends (at most timeout); return it."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             task: dict[str, Any] = self.call("GET", f"/tasks/{task_id}", expect=200).json()["task"]
             if task["state"] in ("succeeded", "failed"):
                 return task
-            time.sleep(0.5)
+            time.sleep(poll)
         raise CloudError(f"task {task_id} did not end within {timeout:.0f} s")
 
 

@@ -26,7 +26,7 @@ def host_unmanaged(ref: str) -> Any:
     """Admin: list one host's domains that the inventory does not know."""
     require_admin()
     c = core()
-    host = c.db.one("SELECT id FROM hosts WHERE id = ? OR name = ?", [ref, ref])
+    host = views.find_host(c.db, ref)
     if host is None:
         raise NotFound(f"host {ref!r} not found")
     return jsonify({"unmanaged": views.unmanaged(c.db, host["id"])})

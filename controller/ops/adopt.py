@@ -10,7 +10,7 @@ from controller import events, ipam
 from controller.core import Core
 from controller.db import now
 from controller.errors import BadRequest, Conflict, NotFound
-from controller.ops.vms import NAME_RE
+from controller.ops.vms import NAME_RE, lookup
 from controller.sync import vm_state
 from controller.tasks import TaskContext
 
@@ -34,10 +34,7 @@ def _validate(core: Core, body: dict[str, Any], default_name: str, user: dict[st
 
 def _flavor(core: Core, ref: Any, facts: dict[str, Any]) -> dict[str, Any] | None:
     if ref is not None:
-        row = core.db.one("SELECT * FROM flavors WHERE name = ? OR CAST(id AS TEXT) = ?", [str(ref), str(ref)])
-        if row is None:
-            raise BadRequest(f"unknown flavor {ref!r}; list them with GET /api/v1/flavors")
-        return row
+        return lookup(core, "flavors", ref, "flavor")
     return core.db.one("SELECT * FROM flavors WHERE vcpus = ? AND memory_mib = ? AND disk_gib = ?",
                        [facts["vcpus"], facts["memory_mib"], facts["disk_gib"]])
 

@@ -46,7 +46,8 @@ def find_vm(core: Core, ref: str, user: dict[str, Any]) -> dict[str, Any]:
     return vm
 
 
-def _lookup(core: Core, table: str, ref: Any, label: str) -> dict[str, Any]:
+def lookup(core: Core, table: str, ref: Any, label: str) -> dict[str, Any]:
+    """Return a catalog row (image, flavor) by name or id, or refuse with 400 naming where to look."""
     row = core.db.one(f"SELECT * FROM {table} WHERE name = ? OR CAST(id AS TEXT) = ?", [str(ref), str(ref)])  # noqa: S608 - table is ours
     if row is None:
         raise BadRequest(f"unknown {label} {ref!r}; list them with GET /api/v1/{table}")
@@ -57,10 +58,10 @@ def _validate_create(core: Core, body: dict[str, Any]) -> dict[str, Any]:
     name = body.get("name")
     if not isinstance(name, str) or not NAME_RE.match(name):
         raise BadRequest("'name' must be 1-63 lowercase letters, digits or '-', not starting or ending with '-'")
-    image = _lookup(core, "images", body.get("image"), "image")
+    image = lookup(core, "images", body.get("image"), "image")
     if image["state"] != "available":
         raise Conflict(f"image {image['name']} is {image['state']}; wait for its import to finish")
-    flavor = _lookup(core, "flavors", body.get("flavor"), "flavor")
+    flavor = lookup(core, "flavors", body.get("flavor"), "flavor")
     nets = _nic_requests(core, body)
     keys = body.get("ssh_keys") or []
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):

@@ -199,8 +199,7 @@ def apply(core: Core, vm: dict[str, Any], user: dict[str, Any], body: dict[str, 
         if out.get("restart_error"):
             detail_text += f"; restart failed: {out['restart_error']}"
         events.record(core.db, action, "vm", vm["id"], "ok", detail_text, user["username"])
-    fresh = core.db.one("SELECT * FROM vms WHERE id = ?", [vm["id"]]) or vm
-    return {"vm": detail(core, fresh), "version": number, "changed": changed,
+    return {"vm": detail(core, vm), "version": number, "changed": changed,
             "diff": unified_diff(old_xml, new_xml, f"version {base_version}", f"version {number}"),
             "next_boot": changed and running and not out.get("restarted") and out.get("state") == "running",
             "restarted": bool(out.get("restarted")),
